@@ -1,0 +1,91 @@
+"""The SERM evolution pipeline (KFP v2): mine → annotate → check labels → train → evaluate →
+promote. Each component is a thin wrapper over `pipelines.runtime` / `serm.stages`; artifacts
+flow between steps as KFP outputs. Compile with `serm pipeline compile`; `serm evolve` runs it
+with `kfp.local` on this machine."""
+
+from __future__ import annotations
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+# Built from the repo's Dockerfile for cluster runs; kfp.local ignores it.
+IMAGE = "serm:0.1.0"
+
+
+@dsl.component(base_image=IMAGE)
+def mine_op(workspace: str, round_no: int, policy_path: str, candidates: Output[Dataset]):
+    from pipelines import runtime
+
+    runtime.mine(workspace, round_no, policy_path, candidates.path)
+
+
+@dsl.component(base_image=IMAGE)
+def annotate_op(workspace: str, round_no: int, policy_path: str, candidates: Input[Dataset],
+                labels: Output[Dataset]):
+    from pipelines import runtime
+
+    runtime.annotate(workspace, round_no, policy_path, candidates.path, labels.path)
+
+
+@dsl.component(base_image=IMAGE)
+def check_op(workspace: str, round_no: int, policy_path: str, labels: Input[Dataset],
+             report: Output[Artifact]):
+    from pipelines import runtime
+
+    runtime.check(workspace, round_no, policy_path, labels.path, report.path)
+
+
+@dsl.component(base_image=IMAGE)
+def train_op(workspace: str, round_no: int, policy_path: str, labels: Input[Dataset],
+             model: Output[Model]):
+    from pipelines import runtime
+
+    runtime.train(workspace, round_no, policy_path, labels.path, model.path)
+
+
+@dsl.component(base_image=IMAGE)
+def evaluate_op(workspace: str, round_no: int, policy_path: str, model: Input[Model],
+                metrics: Output[Artifact]):
+    from pipelines import runtime
+
+    runtime.evaluate(workspace, round_no, policy_path, model.path, metrics.path)
+
+
+@dsl.component(base_image=IMAGE)
+def promote_op(workspace: str, round_no: int, policy_path: str, model: Input[Model],
+               metrics: Input[Artifact]) -> str:
+    from pipelines import runtime
+
+    return runtime.promote(workspace, round_no, policy_path, model.path, metrics.path)
+
+
+@dsl.pipeline(name="serm-evolution", description="One SERM evolution round")
+def evolution_pipeline(workspace: str, round_no: int, policy_path: str):
+    mined = mine_op(workspace=workspace, round_no=round_no, policy_path=policy_path)
+    annotated = annotate_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+                            candidates=mined.outputs["candidates"])
+    checked = check_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+                       labels=annotated.outputs["labels"])
+    trained = train_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+                       labels=annotated.outputs["labels"]).after(checked)
+    evaluated = evaluate_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+                            model=trained.outputs["model"])
+    promote_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+               model=trained.outputs["model"], metrics=evaluated.outputs["metrics"])
+    for task in (mined, annotated, checked, trained, evaluated):
+        task.set_caching_options(False)  # the round manifest decides what to reuse
+
+
+def compile_pipeline(out_path: str) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(evolution_pipeline, package_path=out_path)
+    return out_path
+
+
+def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: str) -> None:
+    """Run the pipeline on this machine's Python with kfp.local (no containers)."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+    evolution_pipeline(workspace=workspace, round_no=round_no, policy_path=policy_path)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up SERM on a fresh machine, then run what was asked:
+#   bash scripts/setup.sh evolve   # set up, then one evolution round on policies/default.yaml
+#   bash scripts/setup.sh test     # set up, then the test suite
+#   bash scripts/setup.sh          # set up only
+# Idempotent: the venv is rebuilt only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp="$VENV/.serm-installed"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] creating $VENV"
+  # A GPU machine's own torch build is kept: the venv sees system packages when torch is there.
+  if "$PY" -c "import torch" 2>/dev/null; then
+    echo "[setup] keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+    "$PY" -m venv --system-site-packages "$VENV"
+    extras="test"
+  else
+    "$PY" -m venv "$VENV"
+    extras="cpu,test"   # pins torch==2.13.0 (CPU build)
+  fi
+  "$VENV/bin/pip" install -q --upgrade pip
+  # torch first, on its own: resolving it inside the big install could pick a CUDA build.
+  if [ "$extras" = "cpu,test" ]; then "$VENV/bin/pip" install -q "torch==2.13.0"; fi
+  "$VENV/bin/pip" install -q -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi
+
+# The workspace's data/ must match data.dvc (DVC cache or local remote); a fresh clone's
+# data.dvc describes the empty first version.
+"$VENV/bin/python" - <<'PY'
+from serm import versioning
+from serm.workspace import Workspace
+ws = Workspace.at(".")
+versioning.ensure_data(ws)
+PY
+
+case "${1:-}" in
+  evolve) shift; exec "$VENV/bin/serm" evolve "$@" ;;
+  test)   shift; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
+  "")     echo "[setup] done: $VENV" ;;
+  *)      echo "unknown command ${1}; use: evolve | test" >&2; exit 2 ;;
+esac

@@ -1,0 +1,53 @@
+"""The annotator agent interface.
+
+An agent grades candidate pairs (0-3) and returns one vote per (pair, sample). A vote's grade
+may be null: the agent abstains rather than guess. Deterministic agents produce their repeated
+samples from perturbed inputs (query-token dropout) so level-1 agreement means something.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+from serm.agents import Agent
+
+VOTE_COLUMNS = ["query_id", "doc_id", "agent", "sample", "grade", "rationale", "latency_ms", "cost"]
+
+
+@dataclass
+class AnnotationContext:
+    pairs: "object"      # DataFrame: query_id, doc_id, query, locale, doc_title, doc_text,
+                         # impressions, clicks, mean_position, mean_dwell_s
+    documents: "object"  # DataFrame: doc_id, title, text, locale (the corpus, for BM25 statistics)
+    seed: int
+
+
+def grade_from_thresholds(value: float, thresholds) -> int:
+    """thresholds [t1, t2, t3]: value >= t3 → 3, >= t2 → 2, >= t1 → 1, else 0."""
+    return int(sum(value >= t for t in thresholds))
+
+
+def perturb(query: str, share: float, rng) -> str:
+    """Drop a random `share` of the query's words (at least one word stays)."""
+    words = query.split()
+    if share <= 0 or len(words) < 2:
+        return query
+    keep = rng.random(len(words)) >= share
+    if not keep.any():
+        keep[rng.integers(len(words))] = True
+    return " ".join(w for w, k in zip(words, keep) if k)
+
+
+class AnnotationAgent(Agent):
+    @abstractmethod
+    def vote(self, ctx: AnnotationContext):
+        """Return a DataFrame with VOTE_COLUMNS."""
+
+
+def votes_frame(rows):
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=VOTE_COLUMNS)
+    df["grade"] = df["grade"].astype("Int8")
+    return df

@@ -1,0 +1,74 @@
+"""`embedding`: cosine similarity of bi-encoder embeddings (the packaged all-MiniLM-L6-v2,
+mean pooling, offline) between the query and the document's best window, mapped to a grade."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+
+from serm.agents import AgentParams
+from serm.annotation.base import AnnotationAgent, AnnotationContext, grade_from_thresholds, perturb, votes_frame
+
+
+def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64):
+    """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from serm.model.cross_encoder import resolve_base
+
+    hf_logging.disable_progress_bar()
+    src = resolve_base(model_name)
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModel.from_pretrained(src).eval()
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    with torch.inference_mode():
+        for s in range(0, len(texts), batch_size):
+            idx = order[s:s + batch_size]
+            b = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            h = model(**b).last_hidden_state
+            m = b["attention_mask"].unsqueeze(-1).float()
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            out[idx] = torch.nn.functional.normalize(v, dim=-1).numpy()
+    return out
+
+
+class EmbeddingJudge(AnnotationAgent):
+    name = "embedding"
+
+    class Params(AgentParams):
+        model: str = "builtin:minilm-l6"
+        samples: int = Field(3, ge=1, le=20)
+        perturbation: float = Field(0.15, ge=0.0, lt=1.0)
+        thresholds: tuple[float, float, float] = (0.25, 0.4, 0.55)
+        window_words: int = Field(64, ge=8)
+
+    def vote(self, ctx: AnnotationContext):
+        import numpy as np
+
+        from serm.model.passages import model_inputs
+
+        p = self.params
+        t0 = time.perf_counter()
+        pairs = ctx.pairs.reset_index(drop=True)
+        queries = []
+        for r in pairs.itertuples(index=False):
+            rng = np.random.default_rng([ctx.seed, 7, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+            queries.append([r.query] + [perturb(r.query, p.perturbation, rng) for _ in range(p.samples - 1)])
+        docs = model_inputs(pairs["query"].tolist(), pairs["doc_title"].tolist(), pairs["doc_text"].tolist(),
+                            "best_window", p.window_words)
+        flat = [q for qs in queries for q in qs]
+        vecs = embed(flat + docs, p.model)
+        qv, dv = vecs[: len(flat)], vecs[len(flat):]
+        per_pair_ms = (time.perf_counter() - t0) * 1000 / max(1, len(flat))
+        rows = []
+        for i, r in enumerate(pairs.itertuples(index=False)):
+            for s in range(p.samples):
+                sim = float(qv[i * p.samples + s] @ dv[i])
+                rows.append((r.query_id, r.doc_id, self.name, s, grade_from_thresholds(sim, p.thresholds),
+                             f"cosine {sim:.3f}", round(per_pair_ms, 2), 0.0))
+        return votes_frame(rows)

@@ -1,0 +1,1 @@
+"""Data contracts, loaders and the stream simulator."""

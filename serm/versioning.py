@@ -1,0 +1,150 @@
+"""DVC-backed versions of `data/`, the production pointer, promotion and rollback.
+
+Every completed round commits `data.dvc` and `versions.json` (only those paths: a user's other
+changes are never swept into a SERM commit) after `dvc add data` + `dvc push`; a promoted round
+also tags the commit (`serm-model@v{n}`). Rollback is forward-only: it checks out a tag's
+`data.dvc`, restores `data/` from the DVC cache (fetching from the remote when needed) and
+records a new commit. History is never rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from serm.errors import WorkspaceError
+from serm.workspace import Workspace, atomic_write_json
+
+GIT_ID = ["-c", "user.name=serm", "-c", "user.email=serm@localhost"]
+EMPTY_DIR_MD5 = "d751713988987e9331980363e24189ce.dir"
+
+
+def git(ws: Workspace, *args: str, check: bool = True) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    cmd = ["git", *(GIT_ID if args and args[0] in ("commit", "tag") and not _has_identity(ws) else []), *args]
+    proc = subprocess.run(cmd, cwd=ws.root, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {ws.root}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def _has_identity(ws: Workspace) -> bool:
+    proc = subprocess.run(["git", "config", "user.email"], cwd=ws.root, capture_output=True, text=True)
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def dvc_repo(ws: Workspace):
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from dvc.repo import Repo
+
+    return Repo(str(ws.root))
+
+
+def init_repo(ws: Workspace, remote: str) -> None:
+    """git + DVC + a local DVC remote; `data/` tracked by `data.dvc` (empty at first)."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    if not (ws.root / ".git").exists():
+        git(ws, "init", "-q")
+    if not (ws.root / ".dvc").exists():
+        from dvc.repo import Repo
+
+        Repo.init(str(ws.root))
+    repo = dvc_repo(ws)
+    with repo.config.edit() as conf:
+        # A path relative to the cwd is stored relative to .dvc/config, so clones keep working.
+        conf["remote"]["local"] = {"url": os.path.relpath(ws.root / remote, os.getcwd())}
+        conf["core"]["remote"] = "local"
+        conf["core"]["analytics"] = False
+    (ws.root / remote).mkdir(parents=True, exist_ok=True)
+    ensure_data(ws)
+
+
+def ensure_data(ws: Workspace) -> None:
+    """Make `data/` match `data.dvc` on a fresh clone: restore from cache or remote, or
+    recreate the empty first version (git cannot hold an empty folder)."""
+    dvcfile = ws.root / "data.dvc"
+    repo = dvc_repo(ws)
+    if not dvcfile.exists():
+        ws.data.mkdir(exist_ok=True)
+        repo.add(str(ws.data))
+        return
+    if EMPTY_DIR_MD5 in dvcfile.read_text() and not any(ws.data.glob("*")):
+        ws.data.mkdir(exist_ok=True)
+        repo.add(str(ws.data))  # re-creates the (empty) cache entry; data.dvc is unchanged
+        return
+    if not clean(ws):
+        repo.fetch(targets=[str(ws.root / "data.dvc")])
+        repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+
+
+def clean(ws: Workspace) -> bool:
+    """True when `data/` matches the committed `data.dvc`."""
+    return not dvc_repo(ws).status(targets=[str(ws.root / "data.dvc")])
+
+
+def restore_committed(ws: Workspace) -> None:
+    """Throw away uncommitted changes in `data/` (an interrupted promotion)."""
+    repo = dvc_repo(ws)
+    repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+
+
+def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
+    repo = dvc_repo(ws)
+    repo.add(str(ws.data))
+    repo.push(targets=[str(ws.root / "data.dvc")])
+    paths = ["data.dvc", "versions.json", ".gitignore"]
+    git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
+    git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
+    sha = git(ws, "rev-parse", "HEAD")
+    if tag:
+        git(ws, "tag", "-a", tag, "-m", message)
+    return sha
+
+
+def tag_exists(ws: Workspace, tag: str) -> bool:
+    return bool(git(ws, "tag", "--list", tag))
+
+
+def record_version(ws: Workspace, entry: dict) -> dict:
+    reg = ws.versions()
+    reg["versions"] = [v for v in reg["versions"] if v["version"] != entry["version"]] + [entry]
+    reg["production"] = entry["version"]
+    reg["events"].append({"event": "promoted", "version": entry["version"], "round": entry.get("round")})
+    atomic_write_json(ws.versions_path, reg)
+    return reg
+
+
+def next_version(ws: Workspace) -> int:
+    return max([v["version"] for v in ws.versions()["versions"]], default=-1) + 1
+
+
+def rollback(ws: Workspace, version: int, tag_format: str) -> str:
+    """Make `version` production again by restoring its data and model; forward-only."""
+    reg = ws.versions()
+    known = {v["version"]: v for v in reg["versions"]}
+    if version not in known:
+        raise WorkspaceError(f"unknown version v{version}; known: {', '.join(f'v{v}' for v in sorted(known))}")
+    tag = tag_format.format(n=version)
+    if not tag_exists(ws, tag):
+        raise WorkspaceError(f"version v{version} has no tag {tag!r} in {ws.root}; cannot restore it")
+    content = git(ws, "show", f"{tag}:data.dvc")
+    (ws.root / "data.dvc").write_text(content + "\n")
+    repo = dvc_repo(ws)
+    repo.fetch(targets=[str(ws.root / "data.dvc")])
+    repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+    reg["production"] = version
+    reg["events"].append({"event": "rollback", "version": version})
+    atomic_write_json(ws.versions_path, reg)
+    return commit_version(ws, f"serm: roll back to v{version} (restores {tag})")
+
+
+def tree_checksum(path: Path) -> str:
+    """sha256 over relative paths and bytes of every file under `path`."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,63 @@
+import numpy as np
+import pandas as pd
+
+from serm.mining.base import MiningContext
+from serm.mining.combine import mine
+from serm.mining.uncertainty import Uncertainty
+from serm.mining.user_feedback import UserFeedback
+from serm.policy import AgentSpec, MiningSpec
+
+
+def ctx_of(rows):
+    pairs = pd.DataFrame(rows, columns=["query_id", "doc_id", "locale", "clicks", "mean_dwell_s", "p"])
+    proba = np.array(pairs.pop("p").tolist(), dtype=np.float32)
+    pairs["impressions"] = 2
+    pairs["mean_position"] = 1.0
+    return MiningContext(pairs=pairs, proba=proba, score=(proba * np.arange(4)).sum(1))
+
+
+CONFIDENT_LOW = [0.97, 0.01, 0.01, 0.01]
+CONFIDENT_HIGH = [0.01, 0.01, 0.01, 0.97]
+UNSURE = [0.25, 0.25, 0.25, 0.25]
+
+
+def test_user_feedback_picks_clicked_but_scored_low():
+    ctx = ctx_of([("q1", "d1", "en", 2, 30.0, CONFIDENT_LOW),    # clicked, scored ~0: picked
+                  ("q1", "d2", "en", 0, 0.0, CONFIDENT_LOW),     # not engaged
+                  ("q2", "d3", "en", 3, 40.0, CONFIDENT_HIGH)])  # engaged and scored high: fine
+    picks = UserFeedback(min_clicks=1, max_score=1.5).select(ctx)
+    assert picks.index.tolist() == [0]
+    assert "clicked 2x" in picks.reasons[0]
+
+
+def test_uncertainty_picks_the_unsure_not_the_confident():
+    ctx = ctx_of([("q1", "d1", "en", 0, 0, CONFIDENT_HIGH), ("q1", "d2", "en", 0, 0, UNSURE),
+                  ("q2", "d3", "en", 0, 0, CONFIDENT_LOW), ("q2", "d4", "en", 0, 0, [0.5, 0.5, 0, 0])])
+    for measure in ("entropy", "margin", "least_confidence"):
+        picks = Uncertainty(measure=measure, top_share=0.25).select(ctx)
+        assert picks.index.tolist() == [1], measure
+
+
+def test_combiner_union_caps_dedupes_and_explains():
+    rows = [("q1", f"d{i}", "en", 1, 20.0, UNSURE) for i in range(4)] + [("q2", "d9", "de", 1, 20.0, CONFIDENT_LOW)]
+    ctx = ctx_of(rows)
+    spec = MiningSpec(budget=10, max_per_query=2,
+                      agents=[AgentSpec(name="user_feedback", max_score=2.0), AgentSpec(name="uncertainty", top_share=1.0)])
+    cands, report = mine(ctx, spec, round_no=3, labelled={("q1", "d0")})
+    keys = set(zip(cands.query_id, cands.doc_id))
+    assert ("q1", "d0") not in keys and report["deduped"] >= 1
+    assert (cands.groupby("query_id").size() <= 2).all()
+    both = cands[cands.doc_id == "d1"].iloc[0]
+    assert both.agents == "uncertainty,user_feedback"
+    assert "clicked" in both.reasons and "entropy" in both.reasons
+    assert report["overlaps"]["user_feedback&uncertainty"] == 5
+    assert (cands["round"] == 3).all()
+
+
+def test_budget_and_per_locale_minimum():
+    rows = [(f"q{i}", "d", "en", 0, 0, UNSURE) for i in range(20)] + [("qx", "d", "de", 0, 0, [0.4, 0.3, 0.2, 0.1])]
+    spec = MiningSpec(budget=5, agents=[AgentSpec(name="uncertainty", top_share=1.0)],
+                      combine={"per_locale_min": 1})
+    cands, report = mine(ctx_of(rows), spec, round_no=1)
+    assert len(cands) == 5 and "de" in set(cands.locale)
+    assert report["per_locale"]["de"] == 1
