@@ -1,9 +1,10 @@
 """The SERM evolution pipeline (KFP v2): mine → annotate → check labels → train → evaluate →
 promote. Each component is a thin wrapper over `pipelines.runtime` / `serm.stages`; artifacts
 flow between steps as KFP outputs. Compile with `serm pipeline compile`; `serm evolve` runs it
-with `kfp.local` on this machine."""
+with `kfp.local` on this machine.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: KFP reads the annotations as real types."""
+
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -83,9 +84,61 @@ def compile_pipeline(out_path: str) -> str:
     return out_path
 
 
-def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: str) -> None:
-    """Run the pipeline on this machine's Python with kfp.local (no containers)."""
+def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: str, log_path: str) -> None:
+    """Run the pipeline on this machine's Python with kfp.local (no containers).
+
+    kfp.local echoes every task's executor input and output JSON; all of it goes to
+    `log_path`, and only the stages' own progress lines and task statuses reach the terminal.
+    """
+    import contextlib
+    import logging
+    import sys
+
     from kfp import local
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
-    evolution_pipeline(workspace=workspace, round_no=round_no, policy_path=policy_path)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        tee = _StageLines(sys.stdout, log_file)
+        handler = logging.StreamHandler(tee)
+        kfp_loggers = [logging.getLogger(n) for n in ("kfp", "kfp.local", "root")]
+        saved = [(lg, lg.handlers[:], lg.propagate) for lg in kfp_loggers]
+        try:
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+                local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root,
+                           raise_on_error=True)
+                for lg in kfp_loggers[:2]:
+                    lg.handlers = [handler]
+                    lg.propagate = False
+                evolution_pipeline(workspace=workspace, round_no=round_no, policy_path=policy_path)
+        finally:
+            for lg, handlers, prop in saved:
+                lg.handlers, lg.propagate = handlers, prop
+
+
+class _StageLines:
+    """A stream that writes everything to a log file and stage lines to the terminal."""
+
+    def __init__(self, terminal, log_file):
+        self.terminal, self.log_file, self.buf = terminal, log_file, ""
+
+    def write(self, text: str) -> int:
+        self.log_file.write(text)
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._echo(line)
+        return len(text)
+
+    def _echo(self, line: str) -> None:
+        import re
+
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        body = plain.split(" - INFO - ", 1)[-1].strip()
+        if body.startswith("[KFP Executor"):
+            return
+        if body.startswith("[") or body.startswith("epoch") or "finished with status" in body \
+                or "Error" in body or body.startswith("Traceback") or "FAILURE" in body:
+            self.terminal.write("  " + body + "\n")
+
+    def flush(self) -> None:
+        self.log_file.flush()
+        self.terminal.flush()

@@ -78,14 +78,23 @@ def evolve(root: str | Path, policy_path: str | Path, force: bool = False, wait:
             log("[drift] --force: running the round although the trigger did not fire")
         if drift["trigger"] or force:
             t0 = time.perf_counter()
-            run_local(str(ws.root), round_no, str(policy_path), str(ws.staging(round_no) / "kfp"))
+            log(f"[pipeline] running mine → annotate → check → train → evaluate → promote with kfp.local "
+                f"(full log: {ws.staging(round_no) / 'kfp.log'})")
+            run_local(str(ws.root), round_no, str(policy_path), str(ws.staging(round_no) / "kfp"),
+                      str(ws.staging(round_no) / "kfp.log"))
             log(f"[pipeline] kfp.local run finished in {time.perf_counter() - t0:.0f}s")
         else:
             stages.run_stage(ws, round_no, "promote", lambda: {"promote": False, "reason": drift["reason"]}, log)
             stages.finish_round(ws, policy, round_no, False, f"no trigger: {drift['reason']}", None, None, log)
         rdir = ws.round_dir(round_no)
-        if not (rdir / "manifest.json").exists():
+        if not (rdir / "manifest.json").exists() or ws.state()["rounds_done"] < round_no:
             raise WorkspaceError(f"round {round_no} did not finish; run `serm evolve` again to resume it")
+        # The round is committed: keep the pipeline's full log beside the workspace, drop staging.
+        logs = ws.dot / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if (ws.staging(round_no) / "kfp.log").exists():
+            shutil.copy2(ws.staging(round_no) / "kfp.log", logs / f"r{round_no:04d}-kfp.log")
+        shutil.rmtree(ws.staging(round_no), ignore_errors=True)
         log("\n".join(summary_lines(rdir)))
         log(f"report: {rdir / 'report.html'}")
         return {"round": round_no, "report": str(rdir / "report.html")}

@@ -43,7 +43,8 @@ def summary_lines(rdir: Path) -> list[str]:
                              + (f"   ({met['candidate'][split]['locale']})" if m == "ndcg@4" else ""))
     lines.append(f"  decision    {'PROMOTED ' + str(man.get('tag')) if man.get('promoted') else 'not promoted'}"
                  f" — {man.get('reason', '')}")
-    secs = {k: v.get("seconds") for k, v in st.items() if v.get("seconds") is not None}
+    order = ["ingest", "drift", "mine", "annotate", "check", "train", "evaluate", "promote"]
+    secs = {k: st[k]["seconds"] for k in order if k in st and st[k].get("seconds") is not None}
     if secs:
         lines.append("  wall time   " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items()))
     return lines

@@ -216,7 +216,7 @@ def stage_drift(ws: Workspace, policy, round_no: int, new_pairs: int, log=_log_d
     ref = reference_frame(ws)
     cur = read_parquet(ws.staging(round_no) / "ingest" / "query_frame.parquet")
     vocab = vocabulary(ref["query"].tolist())
-    ref = query_frame(ref, vocab)
+    ref = query_frame(ref, vocab, leave_one_out=True)
     cur = query_frame(cur, vocab)
     result = run_drift(ref, cur, policy.drift, stage, evidently_workspace=ws.dot / "evidently",
                        batch_name=f"round {round_no}")
@@ -460,5 +460,4 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
            else f"serm: round {round_no} kept v{state['production']} ({reason})")
     sha = versioning.commit_version(ws, msg, tag)
     log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else ""))
-    shutil.rmtree(stage, ignore_errors=True)
     return {"commit": sha, "tag": tag, "production": new_state["production"]}

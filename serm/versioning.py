@@ -9,6 +9,7 @@ records a new commit. History is never rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -42,6 +43,18 @@ def dvc_repo(ws: Workspace):
     return Repo(str(ws.root))
 
 
+@contextlib.contextmanager
+def quiet():
+    """DVC prints git hints ("To track the changes with git, run: ...") on stdout: SERM makes
+    those commits itself, so keep them out of the user's terminal."""
+    import io
+    import warnings
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def init_repo(ws: Workspace, remote: str) -> None:
     """git + DVC + a local DVC remote; `data/` tracked by `data.dvc` (empty at first)."""
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -69,32 +82,37 @@ def ensure_data(ws: Workspace) -> None:
     repo = dvc_repo(ws)
     if not dvcfile.exists():
         ws.data.mkdir(exist_ok=True)
-        repo.add(str(ws.data))
+        with quiet():
+            repo.add(str(ws.data))
         return
     if EMPTY_DIR_MD5 in dvcfile.read_text() and not any(ws.data.glob("*")):
         ws.data.mkdir(exist_ok=True)
-        repo.add(str(ws.data))  # re-creates the (empty) cache entry; data.dvc is unchanged
+        with quiet():
+            repo.add(str(ws.data))  # re-creates the (empty) cache entry; data.dvc is unchanged
         return
     if not clean(ws):
-        repo.fetch(targets=[str(ws.root / "data.dvc")])
-        repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+        with quiet():
+            repo.fetch(targets=[str(ws.root / "data.dvc")])
+            repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
 
 
 def clean(ws: Workspace) -> bool:
     """True when `data/` matches the committed `data.dvc`."""
-    return not dvc_repo(ws).status(targets=[str(ws.root / "data.dvc")])
+    with quiet():
+        return not dvc_repo(ws).status(targets=[str(ws.root / "data.dvc")])
 
 
 def restore_committed(ws: Workspace) -> None:
     """Throw away uncommitted changes in `data/` (an interrupted promotion)."""
-    repo = dvc_repo(ws)
-    repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+    with quiet():
+        dvc_repo(ws).checkout(targets=[str(ws.root / "data.dvc")], force=True)
 
 
 def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
     repo = dvc_repo(ws)
-    repo.add(str(ws.data))
-    repo.push(targets=[str(ws.root / "data.dvc")])
+    with quiet():
+        repo.add(str(ws.data))
+        repo.push(targets=[str(ws.root / "data.dvc")])
     paths = ["data.dvc", "versions.json", ".gitignore"]
     git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
     git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
@@ -133,8 +151,9 @@ def rollback(ws: Workspace, version: int, tag_format: str) -> str:
     content = git(ws, "show", f"{tag}:data.dvc")
     (ws.root / "data.dvc").write_text(content + "\n")
     repo = dvc_repo(ws)
-    repo.fetch(targets=[str(ws.root / "data.dvc")])
-    repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+    with quiet():
+        repo.fetch(targets=[str(ws.root / "data.dvc")])
+        repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
     reg["production"] = version
     reg["events"].append({"event": "rollback", "version": version})
     atomic_write_json(ws.versions_path, reg)

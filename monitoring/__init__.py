@@ -1,0 +1,1 @@
+"""Drift monitoring: Evidently reports on the stream and the evolution trigger."""

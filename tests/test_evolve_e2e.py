@@ -1,0 +1,106 @@
+"""A whole SERM workspace, for real: git + DVC (local remote), Feast (SQLite online store),
+Evidently, Great Expectations, the KFP pipeline through kfp.local, the cross-encoder.
+One temp workspace is shared by the tests of this module (they run in order)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from serm.versioning import tree_checksum
+from serm.workspace import Workspace
+
+from .conftest import ROOT
+
+TINY = ROOT / "tests" / "policies" / "tiny.yaml"
+
+
+def serm(ws, *args, check=True):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run([sys.executable, "-m", "serm.cli", *args, "--workspace", str(ws)],
+                         capture_output=True, text=True, env=env, timeout=900)
+    if check and res.returncode != 0:
+        raise AssertionError(f"serm {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+    return res
+
+
+def git(ws, *args):
+    return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workspace")
+    serm(root, "init", "--policy", str(TINY))
+    return root
+
+
+@pytest.fixture(scope="module")
+def v0_checksum(ws):
+    return tree_checksum(ws / "data")
+
+
+def test_init_makes_a_versioned_workspace(ws, v0_checksum):
+    w = Workspace.at(ws)
+    assert w.state()["production"] == 0
+    assert (ws / "data" / "model" / "metrics.json").exists() and (ws / "data" / "model" / "lineage.json").exists()
+    assert "serm-model@v0" in git(ws, "tag")
+    assert git(ws, "status", "--porcelain", "--", "data.dvc", "versions.json") == ""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, capture_output=True, text=True)
+    assert "up to date" in status.stdout.lower() or status.stdout.strip() == "", status.stdout
+    assert any((ws / ".dvc-remote").rglob("*")), "pushed to the local DVC remote"
+
+
+def test_round_one_runs_the_whole_pipeline(ws, v0_checksum):
+    res = serm(ws, "evolve", "--policy", str(TINY))
+    out = res.stdout
+    for needle in ("[ingest]", "[drift]", "[mine]", "[annotate]", "[check]", "[evaluate]", "Round 1 summary",
+                   "kfp.local run finished"):
+        assert needle in out, needle
+    rdir = ws / "data" / "rounds" / "r0001"
+    for name in ("events.parquet", "quarantine.parquet", "drift.html", "drift.json", "candidates.parquet",
+                 "votes.parquet", "labels.parquet", "label_checks.json", "metrics.json", "manifest.json",
+                 "report.html"):
+        assert (rdir / name).exists(), name
+    man = json.loads((rdir / "manifest.json").read_text())
+    assert all(man["stages"][s]["status"] == "done" for s in ("ingest", "drift", "mine", "annotate", "check",
+                                                               "train", "evaluate", "promote"))
+    assert man["promoted"] is True and man["tag"] == "serm-model@v1"
+    assert "serm-model@v1" in git(ws, "tag")
+    assert Workspace.at(ws).state()["next_batch"] == 2
+    assert not (ws / ".serm" / "rounds" / "r0001").exists(), "staging is cleaned after the commit"
+
+
+def test_round_two_evolves_on_the_next_batch(ws):
+    res = serm(ws, "evolve", "--policy", str(TINY))
+    assert "stream batch 2" in res.stdout and "(de)" in res.stdout
+    versions = json.loads(serm(ws, "versions", "--json").stdout)
+    assert [v["version"] for v in versions["versions"]] == [0, 1, 2]
+    assert versions["production"] == 2
+
+
+def test_rollback_restores_byte_identical_data(ws, v0_checksum):
+    head_before = git(ws, "rev-parse", "HEAD")
+    serm(ws, "rollback", "0", "--policy", str(TINY))
+    assert tree_checksum(ws / "data") == v0_checksum
+    assert git(ws, "rev-parse", "HEAD^") == head_before, "rollback is a new commit, history kept"
+    assert json.loads(serm(ws, "versions", "--json").stdout)["production"] == 0
+
+
+def test_second_writer_is_refused(ws):
+    with Workspace.at(ws).lock():
+        res = serm(ws, "evolve", "--policy", str(TINY), check=False)
+    assert res.returncode == 3
+    assert "busy" in res.stderr and "--wait" in res.stderr
+
+
+def test_malformed_policy_stops_before_anything_runs(ws, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("budget: 24", "budget: lots"))
+    head = git(ws, "rev-parse", "HEAD")
+    res = serm(ws, "evolve", "--policy", str(bad), check=False)
+    assert res.returncode != 0 and "mining.budget" in res.stderr
+    assert git(ws, "rev-parse", "HEAD") == head
