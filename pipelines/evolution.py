@@ -133,9 +133,7 @@ class _StageLines:
 
         plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
         body = plain.split(" - INFO - ", 1)[-1].strip()
-        if body.startswith("[KFP Executor"):
-            return
-        if body.startswith("[") or body.startswith("epoch") or "finished with status" in body \
+        if re.match(r"\[[a-z]+\] ", body) or body.startswith("epoch") or "finished with status" in body \
                 or "Error" in body or body.startswith("Traceback") or "FAILURE" in body:
             self.terminal.write("  " + body + "\n")
 

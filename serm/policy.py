@@ -136,6 +136,8 @@ class CombineSpec(_Strict):
     min_votes: int = Field(1, ge=1)
     per_agent_quota: dict[str, float] = Field(default_factory=dict)
     per_locale_min: int = Field(0, ge=0)
+    contrast_per_query: int = Field(0, ge=0, le=10, description="lowest-scored candidates of each picked query "
+                                    "added for contrast (they share the budget)")
 
 
 class MiningSpec(_Strict):

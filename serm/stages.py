@@ -311,7 +311,7 @@ def stage_check(ws: Workspace, policy, labels_path: Path, out_dir: Path, log=_lo
     known_q = set(xquad.load_questions().query_id)
     known_d = set(xquad.load_paragraphs().doc_id)
     cols = ["query_id", "doc_id", "grade", "agreement", "status", "round", "policy_hash"]
-    report = check_labels(train_rows[cols].assign(grade=train_rows["grade"].astype("int64")), known_q, known_d,
+    report = check_labels(train_rows[cols], known_q, known_d,
                           policy.checks, escalated=escalated, out_path=out_dir / "label_checks.json")
     n_ok = sum(r["success"] for r in report.results)
     log(f"[check] Great Expectations: {n_ok}/{len(report.results)} expectations met on {len(train_rows)} labels")

@@ -61,3 +61,15 @@ def test_budget_and_per_locale_minimum():
     cands, report = mine(ctx_of(rows), spec, round_no=1)
     assert len(cands) == 5 and "de" in set(cands.locale)
     assert report["per_locale"]["de"] == 1
+
+
+def test_contrast_pairs_share_the_budget():
+    rows = [(f"q{i}", f"d{j}", "en", 1 if j == 0 else 0, 20.0 if j == 0 else 0.0,
+             [0.6, 0.3, 0.05, 0.05] if j == 0 else [0.9 - 0.1 * j, 0.1 + 0.1 * j, 0, 0]) for i in range(6) for j in range(3)]
+    spec = MiningSpec(budget=6, agents=[AgentSpec(name="user_feedback", max_score=2.0)],
+                      combine={"contrast_per_query": 1})
+    cands, _ = mine(ctx_of(rows), spec, round_no=1)
+    assert len(cands) == 6
+    main, contrast = cands[cands.agents != "contrast"], cands[cands.agents == "contrast"]
+    assert len(main) == 3 and set(contrast.query_id) == set(main.query_id)
+    assert (contrast.doc_id == "d1").all(), "the lowest-scored other candidate of each picked query"

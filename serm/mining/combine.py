@@ -60,7 +60,11 @@ def mine(ctx: MiningContext, spec, round_no: int, labelled: set[tuple[str, str]]
 
     cand = cand.sort_values("priority", ascending=False, kind="stable")
     cand = cand[cand.groupby("query_id").cumcount() < spec.max_per_query]
-    chosen = _budgeted(cand, spec)
+    contrast = spec.combine.contrast_per_query
+    main_budget = spec.budget // (1 + contrast) if contrast else spec.budget
+    chosen = _budgeted(cand, spec, main_budget)
+    if contrast and len(chosen):
+        chosen = pd.concat([chosen, _contrast(pairs, ctx.score, chosen, contrast, labelled)])
     chosen = chosen.assign(round=round_no).sort_values("priority", ascending=False, kind="stable")
     chosen["priority"] = chosen["priority"].round(4)
 
@@ -80,11 +84,26 @@ def mine(ctx: MiningContext, spec, round_no: int, labelled: set[tuple[str, str]]
     return chosen[CANDIDATE_COLUMNS + ["locale"]].reset_index(drop=True), report
 
 
-def _budgeted(cand, spec):
+def _contrast(pairs, score, chosen, k: int, labelled):
+    """For each picked query, its `k` lowest-scored other candidates: the labels of a query
+    should not all be of one grade, or the model learns that a new language is relevant."""
+    import pandas as pd
+
+    taken = set(zip(chosen.query_id, chosen.doc_id)) | set(labelled or ())
+    frame = pairs[["query_id", "doc_id", "locale"]].assign(score=score)
+    frame = frame[frame.query_id.isin(set(chosen.query_id))]
+    frame = frame[[k_ not in taken for k_ in zip(frame.query_id, frame.doc_id)]]
+    low = frame.sort_values("score", kind="stable").groupby("query_id", sort=False).head(k)
+    return pd.DataFrame({
+        "query_id": low.query_id, "doc_id": low.doc_id, "locale": low.locale, "agents": "contrast",
+        "n_agents": 1, "priority": 0.0, "agent_scores": [f'{{"contrast": {s:.4f}}}' for s in low.score],
+        "reasons": [f"contrast: lowest-scored candidate of a picked query (score {s:.2f})" for s in low.score]})
+
+
+def _budgeted(cand, spec, budget: int):
     """Fill the budget: per-locale minimums first, then per-agent quotas, then by priority."""
     import pandas as pd
 
-    budget = spec.budget
     taken: list = []
     taken_set: set = set()
 

@@ -64,10 +64,11 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
 
     weights = None
     if spec.class_weighting:
+        # Square-root inverse frequency, clipped: a grade seen once must not outweigh the rest.
         counts = np.bincount(grades[tr_idx], minlength=GRADES).astype(np.float64)
         present = counts > 0
-        w = np.zeros(GRADES)
-        w[present] = counts[present].sum() / (present.sum() * counts[present])
+        w = np.ones(GRADES)
+        w[present] = np.clip(np.sqrt(counts[present].sum() / (present.sum() * counts[present])), 0.2, 5.0)
         weights = torch.tensor(w, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
 
