@@ -1,12 +1,20 @@
-"""Ingest into and read from the workspace's Feast feature store (`features/`).
+"""Ingest into and read from the workspace's Feast feature store (`<workspace>/features/`).
 
-Offline data is parquet in `.serm/feast/offline/` (the file offline store); each ingest
-appends feature rows stamped with the batch time and materializes them into the online store
-(SQLite by default, Redis by configuration). Pair and query features are per-batch aggregates:
-the newest batch's row wins online, history stays offline.
+Derived state lives in `<workspace>/.serm/feast/`: `registry.db`, `online.db` (SQLite online
+store; Redis by configuration) and `offline/{queries,documents,pairs}.parquet` (the `file`
+offline store). Each ingest appends feature rows stamped with the batch time `ts` and
+materializes them into the online store.
 
-Feast drops entity rows that have no feature row inside the TTL window without a word, so both
-readers here check row counts and raise `DataError` when anything went missing.
+Query and pair features are per-batch aggregates: a key seen again in a later batch gets a new
+row with that batch's counts (not cumulative counts over all batches); the newest row wins
+online and in point-in-time joins, the history stays offline.
+
+Feast's historical join drops entity rows whose key has no feature row inside the TTL window
+without a word, so `historical_features` checks row counts and raises `DataError`.
+
+Public API: `open_store`, `apply`, `ingest_documents`, `ingest_events`, `online_features`,
+`historical_features` (and the helper `lexical_overlap`). Feast is imported inside functions:
+`import feast` costs ~10 s.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,58 +31,88 @@ from serm.errors import DataError
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 VIEWS = ("query_features", "document_features", "pair_features")
+DOCUMENT_COLUMNS = ("doc_id", "title", "text", "locale")
+EVENT_COLUMNS = ("event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s")
+
+# Offline parquet schemas (event_timestamp is added to each): Feast reads every source on
+# apply/materialize, so empty typed files are created before the first apply.
+_SCHEMAS = {
+    "queries.parquet": {"query_id": "str", "query": "str", "locale": "str", "query_chars": "int64",
+                        "query_tokens": "int64", "impressions": "int64", "clicks": "int64", "ctr": "float64"},
+    "documents.parquet": {"doc_id": "str", "title": "str", "text": "str", "locale": "str",
+                          "title_chars": "int64", "text_chars": "int64"},
+    "pairs.parquet": {"query_id": "str", "doc_id": "str", "impressions": "int64", "clicks": "int64",
+                      "mean_position": "float64", "mean_dwell_s": "float64", "lexical_overlap": "float64"},
+}
+_KEYS = {"queries.parquet": ["query_id"], "documents.parquet": ["doc_id"], "pairs.parquet": ["query_id", "doc_id"]}
+
+
+def _state(workspace: Path) -> Path:
+    return Path(workspace) / ".serm" / "feast"
 
 
 def _offline(workspace: Path) -> Path:
-    return Path(workspace) / ".serm" / "feast" / "offline"
+    return _state(workspace) / "offline"
 
 
 def open_store(workspace: Path):
+    """The workspace's `feast.FeatureStore` (repo_path = `<workspace>/features`)."""
+    repo = Path(workspace) / "features"
+    if not (repo / "feature_store.yaml").exists():
+        raise DataError(f"{repo / 'feature_store.yaml'} does not exist: {workspace} is not a SERM workspace; "
+                        "copy the project's features/ folder into it (serm init does)")
     os.environ.setdefault("FEAST_USAGE", "False")
     from feast import FeatureStore
 
-    (Path(workspace) / ".serm" / "feast").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(Path(workspace) / "features"))
+    _state(workspace).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(repo))
 
 
-def _definitions(workspace: Path):
-    path = Path(workspace) / "features" / "definitions.py"
-    spec = importlib.util.spec_from_file_location(f"serm_feature_defs_{abs(hash(str(path)))}", path)
+def _load_definitions(path: Path):
+    name = "serm_feature_defs_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return path, mod
+    keep, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in features/
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:
+        raise DataError(f"{path} failed to load ({type(e).__name__}: {e}); fix the feature definitions") from e
+    finally:
+        sys.dont_write_bytecode = keep
+    return mod
 
 
 def apply(workspace: Path, store=None) -> bool:
-    """Register the definitions (skipped when the registry already has this version of them)."""
-    from feast import Entity, FeatureView, FileSource
-
-    path, mod = _definitions(workspace)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    marker = Path(workspace) / ".serm" / "feast" / "definitions.sha256"
-    if marker.exists() and marker.read_text() == digest and (marker.parent / "registry.db").exists():
+    """Register `features/definitions.py` in the registry. Returns False (and costs ~10 ms)
+    when the registry already holds this version of the definitions for this workspace: a
+    sha256 of the file and the workspace path is kept next to the registry (the FileSources
+    hold absolute paths, so a copied workspace re-applies)."""
+    workspace = Path(workspace).resolve()
+    path = workspace / "features" / "definitions.py"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; copy the project's features/ folder into the workspace")
+    _ensure_offline_files(workspace)
+    digest = hashlib.sha256(path.read_bytes() + str(workspace).encode()).hexdigest()
+    marker = _state(workspace) / "definitions.sha256"
+    if marker.exists() and marker.read_text() == digest and (_state(workspace) / "registry.db").exists():
         return False
     store = store or open_store(workspace)
+    from feast import Entity, FeatureView, FileSource
+
+    mod = _load_definitions(path)
     objects = [v for v in vars(mod).values() if isinstance(v, (Entity, FeatureView, FileSource))]
-    _ensure_offline_files(workspace)
+    missing = set(VIEWS) - {o.name for o in objects if isinstance(o, FeatureView)}
+    if missing:
+        raise DataError(f"{path} does not define feature view(s) {sorted(missing)}; restore it from the project")
     store.apply(objects)
     marker.write_text(digest)
     return True
 
 
 def _ensure_offline_files(workspace: Path) -> None:
-    """Feast reads each source's parquet on apply/materialize: create empty typed files."""
     import pandas as pd
 
-    schemas = {
-        "queries.parquet": {"query_id": "str", "query": "str", "locale": "str", "query_chars": "int64",
-                            "query_tokens": "int64", "impressions": "int64", "clicks": "int64", "ctr": "float64"},
-        "documents.parquet": {"doc_id": "str", "title": "str", "text": "str", "locale": "str",
-                              "title_chars": "int64", "text_chars": "int64"},
-        "pairs.parquet": {"query_id": "str", "doc_id": "str", "impressions": "int64", "clicks": "int64",
-                          "mean_position": "float64", "mean_dwell_s": "float64", "lexical_overlap": "float64"},
-    }
-    for name, cols in schemas.items():
+    for name, cols in _SCHEMAS.items():
         f = _offline(workspace) / name
         if not f.exists():
             df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
@@ -88,45 +127,82 @@ def _write(df, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _append(workspace: Path, name: str, rows) -> None:
+def _append(workspace: Path, name: str, rows):
+    """Append rows; one row per (key, event_timestamp), the newest write winning (a retried
+    batch replaces itself). Returns the newest event_timestamp in the file."""
     import pandas as pd
 
     f = _offline(workspace) / name
     old = pd.read_parquet(f) if f.exists() else None
-    df = rows if old is None or old.empty else pd.concat([old, rows], ignore_index=True)
+    df = rows if old is None or old.empty else pd.concat([old, rows[old.columns]], ignore_index=True)
+    df = df.drop_duplicates(_KEYS[name] + ["event_timestamp"], keep="last", ignore_index=True)
     _write(df, f)
+    return df["event_timestamp"].max()
 
 
-def _materialize(store, ts: datetime, views: list[str]) -> None:
+def _utc(ts: datetime) -> datetime:
+    """Naive datetimes are taken as UTC."""
+    import pandas as pd
+
+    if not isinstance(ts, datetime):
+        raise DataError(f"ts must be a datetime, got {type(ts).__name__} {ts!r}")
+    t = pd.Timestamp(ts)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+
+
+def _materialize(store, start: datetime, end: datetime, views: list[str]) -> None:
+    """Materialize [start - 1 s, end + 1 s]. `end` is the newest row in the file, so a batch
+    stamped earlier than rows already there cannot overwrite newer online values (the SQLite
+    store upserts without comparing timestamps; Feast keeps the latest row per key)."""
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a progress table per view
-        store.materialize(start_date=ts - timedelta(seconds=1), end_date=ts + timedelta(seconds=1),
+        store.materialize(start_date=start - timedelta(seconds=1), end_date=end + timedelta(seconds=1),
                           feature_views=views)
 
 
 def _stamp(df, ts: datetime):
     import pandas as pd
 
-    df["event_timestamp"] = pd.Timestamp(ts).tz_convert("UTC") if pd.Timestamp(ts).tzinfo else pd.Timestamp(ts, tz="UTC")
-    df["event_timestamp"] = df["event_timestamp"].astype("datetime64[us, UTC]")
+    df["event_timestamp"] = pd.Series([pd.Timestamp(ts)] * len(df), index=df.index).astype("datetime64[us, UTC]")
     return df
 
 
+def _require(df, cols, what: str) -> None:
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{what} lacks column(s) {', '.join(missing)}; it needs {', '.join(cols)}")
+
+
 def ingest_documents(workspace: Path, documents, ts: datetime) -> int:
-    """documents: doc_id, title, text, locale."""
+    """Write `documents` (doc_id, title, text, locale) stamped `ts` to documents.parquet
+    (history kept, one row per doc_id and timestamp, the last duplicate winning), apply the
+    definitions if needed and materialize them. Returns the number of documents written."""
     workspace = Path(workspace)
-    store = open_store(workspace)
-    apply(workspace, store)
-    rows = documents[["doc_id", "title", "text", "locale"]].copy()
-    rows["title"] = rows["title"].fillna("").astype(str)
-    rows["text"] = rows["text"].fillna("").astype(str)
+    ts = _utc(ts)
+    _require(documents, DOCUMENT_COLUMNS, "documents")
+    rows = documents[list(DOCUMENT_COLUMNS)].copy()
+    bad = rows["doc_id"].isna() | (rows["doc_id"].astype(str).str.strip() == "")
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} document row(s) have no doc_id (e.g. row {bad.idxmax()!r}); "
+                        "drop or fix them before ingesting")
+    rows["doc_id"] = rows["doc_id"].astype(str)
+    rows = rows.drop_duplicates("doc_id", keep="last")
+    for col in ("title", "text"):
+        rows[col] = rows[col].fillna("").astype(str)
+    rows["locale"] = [None if v is None or v != v else str(v) for v in rows["locale"]]
     rows["title_chars"] = rows["title"].str.len().astype("int64")
     rows["text_chars"] = rows["text"].str.len().astype("int64")
-    _append(workspace, "documents.parquet", _stamp(rows, ts))
-    _materialize(store, ts, ["document_features"])
-    return len(rows)
+    store = open_store(workspace)
+    apply(workspace, store)
+    newest = _append(workspace, "documents.parquet", _stamp(rows, ts))
+    _materialize(store, ts, max(ts, newest.to_pydatetime()), ["document_features"])
+    return int(len(rows))
 
 
 def _known_documents(workspace: Path):
@@ -135,40 +211,71 @@ def _known_documents(workspace: Path):
     f = _offline(workspace) / "documents.parquet"
     docs = pd.read_parquet(f, columns=["doc_id", "title", "text", "event_timestamp"]) if f.exists() else None
     if docs is None or docs.empty:
-        raise DataError("no documents in the feature store yet; ingest documents before stream events")
-    return docs.sort_values("event_timestamp").drop_duplicates("doc_id", keep="last").set_index("doc_id")
+        raise DataError(f"no documents in the feature store of {workspace} yet; "
+                        "ingest documents (ingest_documents) before stream events")
+    return docs.sort_values("event_timestamp", kind="stable").drop_duplicates("doc_id", keep="last").set_index("doc_id")
 
 
 def lexical_overlap(query: str, doc: str) -> float:
-    q = set(_TOKEN.findall(query.lower()))
+    """Share of the query's distinct lowercase `\\w+` tokens that occur in `doc` (0 for a
+    query without tokens)."""
+    q = set(_TOKEN.findall(str(query).lower()))
     if not q:
         return 0.0
-    return len(q & set(_TOKEN.findall(doc.lower()))) / len(q)
+    return len(q & set(_TOKEN.findall(str(doc).lower()))) / len(q)
 
 
 def ingest_events(workspace: Path, events, ts: datetime) -> dict:
-    """Aggregate a validated stream batch into query and pair features; materialize them."""
+    """Aggregate a validated stream batch (event_id, ts, query_id, query, locale, doc_id,
+    position, clicked, dwell_s) into query and pair features stamped `ts`, append them to the
+    offline parquet files and materialize them.
+
+    Per query: query, locale (first seen), query_chars, query_tokens (`\\w+`), impressions
+    (events), clicks, ctr. Per (query, doc): impressions, clicks, mean_position, mean_dwell_s
+    (over clicked events; 0 without clicks), lexical_overlap with the document's title + text.
+    The aggregates are per batch, not cumulative: a key seen in several batches has one row per
+    batch and the newest one wins.
+
+    Raises DataError when an event names a document that was never ingested.
+    Returns {"queries": n, "pairs": n, "documents_known": n}.
+    """
     import numpy as np
 
     workspace = Path(workspace)
+    ts = _utc(ts)
+    _require(events, EVENT_COLUMNS, "events")
+    for col in ("query_id", "doc_id", "query"):
+        bad = events[col].isna()
+        if bad.any():
+            raise DataError(f"{int(bad.sum())} event(s) have no {col} (e.g. row {bad.idxmax()!r}); "
+                            "validate the batch (serm.data.stream.validate_events) before ingesting")
     docs = _known_documents(workspace)
+    if events.empty:
+        return {"queries": 0, "pairs": 0, "documents_known": int(len(docs))}
+    events = events.assign(query_id=events["query_id"].astype(str), doc_id=events["doc_id"].astype(str))
     unknown = sorted(set(events["doc_id"]) - set(docs.index))
     if unknown:
-        raise DataError(f"{len(unknown)} event document id(s) are not in the feature store, e.g. {unknown[:3]}; "
-                        "ingest those documents first")
-    store = open_store(workspace)
-    apply(workspace, store)
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DataError(f"{len(unknown)} document id(s) in the events are not in the feature store: {shown}; "
+                        "ingest those documents first (ingest_documents) or drop the events")
+    clicked = events["clicked"]
+    if clicked.dtype != bool:
+        if not clicked.isin([0, 1, True, False]).all():
+            raise DataError("events.clicked must be boolean; validate the batch before ingesting")
+        clicked = clicked.astype(bool)
+    ev = events.assign(clicked=clicked, position=events["position"].astype("float64"),
+                       dwell_clicked=np.where(clicked, events["dwell_s"].astype("float64"), np.nan))
 
-    q = events.groupby("query_id", sort=False).agg(query=("query", "first"), locale=("locale", "first"),
-                                                   impressions=("clicked", "size"), clicks=("clicked", "sum"))
-    q = q.reset_index()
+    q = ev.groupby("query_id", sort=False).agg(
+        query=("query", "first"), locale=("locale", "first"),
+        impressions=("clicked", "size"), clicks=("clicked", "sum")).reset_index()
+    q["query"] = q["query"].astype(str)
     q["query_chars"] = q["query"].str.len().astype("int64")
-    q["query_tokens"] = q["query"].map(lambda s: len(_TOKEN.findall(s.lower()))).astype("int64")
+    q["query_tokens"] = q["query"].map(lambda s: len(_TOKEN.findall(s))).astype("int64")
     q["impressions"] = q["impressions"].astype("int64")
     q["clicks"] = q["clicks"].astype("int64")
     q["ctr"] = (q["clicks"] / q["impressions"]).astype("float64")
 
-    ev = events.assign(dwell_clicked=np.where(events["clicked"], events["dwell_s"], np.nan))
     p = ev.groupby(["query_id", "doc_id"], sort=False).agg(
         query=("query", "first"), impressions=("clicked", "size"), clicks=("clicked", "sum"),
         mean_position=("position", "mean"), mean_dwell_s=("dwell_clicked", "mean")).reset_index()
@@ -176,51 +283,132 @@ def ingest_events(workspace: Path, events, ts: datetime) -> dict:
     p["clicks"] = p["clicks"].astype("int64")
     p["mean_position"] = p["mean_position"].astype("float64")
     p["mean_dwell_s"] = p["mean_dwell_s"].fillna(0.0).astype("float64")
-    text = docs["title"].astype(str).str.replace("_", " ") + " " + docs["text"].astype(str)
+    # Titles are often slugs ("Nile_River"): `\w` keeps "_", so split them into words.
+    text = docs["title"].fillna("").astype(str).str.replace("_", " ") + " " + docs["text"].fillna("").astype(str)
     p["lexical_overlap"] = [lexical_overlap(qq, text[d]) for qq, d in zip(p["query"], p["doc_id"])]
     p = p.drop(columns=["query"])
 
-    _append(workspace, "queries.parquet", _stamp(q, ts))
-    _append(workspace, "pairs.parquet", _stamp(p, ts))
-    _materialize(store, ts, ["query_features", "pair_features"])
+    store = open_store(workspace)
+    apply(workspace, store)
+    newest_q = _append(workspace, "queries.parquet", _stamp(q, ts))
+    newest_p = _append(workspace, "pairs.parquet", _stamp(p, ts))
+    _materialize(store, ts, max(ts, newest_q.to_pydatetime(), newest_p.to_pydatetime()),
+                 ["query_features", "pair_features"])
     return {"queries": int(len(q)), "pairs": int(len(p)), "documents_known": int(len(docs))}
 
 
-def _feature_names(store, view: str) -> list[str]:
-    fv = store.get_feature_view(view)
-    return [f"{view}:{f.name}" for f in fv.features]
+def _view(store, view: str, workspace: Path):
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        return store.get_feature_view(view)
+    except FeatureViewNotFoundException:
+        raise DataError(f"feature view {view!r} is not registered in {workspace}; views: {', '.join(VIEWS)} "
+                        "(run serm.featurestore.apply(workspace) if the registry is new)") from None
 
 
 def online_features(workspace: Path, view: str, keys):
-    """Online features of `view` for each row of `keys` (query_id and/or doc_id), in order."""
-    store = open_store(Path(workspace))
-    names = _feature_names(store, view)
-    rows = keys.to_dict("records")
-    df = store.get_online_features(features=names, entity_rows=rows).to_df()
-    if len(df) != len(keys):
-        raise DataError(f"online store returned {len(df)} rows for {len(keys)} keys of {view}")
-    return df.reset_index(drop=True)
-
-
-def historical_features(workspace: Path, entity_df, features: list[str]):
-    """Point-in-time features for `entity_df` (query_id, doc_id, event_timestamp), in order."""
+    """Online features of `view` for each row of `keys` (columns query_id and/or doc_id: the
+    view's join keys; other columns are ignored). Returns one row per key row, in input order:
+    the join keys then the view's features in schema order. Keys with no online row come back
+    null (integers then read as float NaN)."""
     import pandas as pd
 
-    store = open_store(Path(workspace))
+    workspace = Path(workspace)
+    store = open_store(workspace)
+    fv = _view(store, view, workspace)
+    join_keys = [c.name for c in fv.entity_columns]
+    _require(keys, join_keys, f"keys for {view}")
+    ent = keys[join_keys].reset_index(drop=True)
+    if ent.isna().any().any():
+        raise DataError(f"keys for {view} contain null {join_keys} values; drop them before reading features")
+    names = [f.name for f in fv.features]
+    if ent.empty:
+        return ent.assign(**{n: pd.Series(dtype=object) for n in names})
+    rows = {k: ent[k].astype(str).tolist() for k in join_keys}
+    df = store.get_online_features(features=[f"{view}:{n}" for n in names], entity_rows=rows).to_df()
+    if len(df) != len(ent):
+        raise DataError(f"online store returned {len(df)} rows for {len(ent)} keys of {view}; "
+                        "re-run the read (the store may have been rewritten meanwhile)")
+    df = df.reset_index(drop=True)
+    if not (df[join_keys].astype(str).to_numpy() == ent[join_keys].astype(str).to_numpy()).all():
+        raise DataError(f"online store returned {view} rows out of key order; re-run the read")
+    return df[join_keys + names]
+
+
+def historical_features(workspace: Path, entity_df, features: list[str], full_feature_names: bool = False):
+    """Point-in-time features ("view:feature" refs) for each row of `entity_df` (query_id,
+    doc_id, event_timestamp; naive timestamps are UTC), in input order: the entity columns as
+    given plus one column per feature ("view__feature" with full_feature_names=True, which is
+    needed when two views share a feature name, e.g. impressions).
+
+    Raises DataError when Feast returned fewer rows than given (it drops rows whose key has
+    feature rows, but none inside the TTL window before the timestamp) or when a row got no
+    value for every requested feature of some view (the key was never ingested)."""
+    import pandas as pd
+
+    workspace = Path(workspace)
+    features = list(features)
+    refs = []
+    for f in features:
+        if not isinstance(f, str) or f.count(":") != 1:
+            raise DataError(f"feature reference {f!r} is not 'view:feature' (e.g. 'document_features:text')")
+        refs.append(tuple(f.split(":")))
+    if not refs:
+        raise DataError("no features requested; pass e.g. ['query_features:query']")
+    store = open_store(workspace)
+    by_view: dict[str, list[str]] = {}
+    for v, n in refs:
+        by_view.setdefault(v, []).append(n)
+    needed = []
+    for v, names in by_view.items():
+        fv = _view(store, v, workspace)
+        known = {f.name for f in fv.features}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise DataError(f"{v} has no feature(s) {bad}; it has {sorted(known)}")
+        needed += [c.name for c in fv.entity_columns if c.name not in needed]
+    short = [n for _, n in refs]
+    if not full_feature_names and len(set(short)) != len(short):
+        dup = sorted({n for n in short if short.count(n) > 1})
+        raise DataError(f"features {dup} are requested from several views; pass full_feature_names=True "
+                        "(columns become view__feature) or request each from one view")
+    _require(entity_df, needed + ["event_timestamp"], "entity_df")
+    cols = [f"{v}__{n}" if full_feature_names else n for v, n in refs]
+    if len(entity_df) == 0:
+        return entity_df.reset_index(drop=True).assign(**{c: pd.Series(dtype=object) for c in cols})
+
     ent = entity_df.reset_index(drop=True).copy()
+    original_ts = ent["event_timestamp"]
+    ts = pd.to_datetime(ent["event_timestamp"], errors="coerce")
+    if ts.isna().any():
+        raise DataError(f"entity_df.event_timestamp has {int(ts.isna().sum())} null/unparseable value(s)")
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
     ent["_row"] = range(len(ent))
-    # Feast's file offline store de-duplicates entity rows on (a view's join keys, timestamp):
-    # two labels of one query at one timestamp lose all but one row. A microsecond apart each
-    # keeps its row without moving the point in time in any way that matters.
-    ent["event_timestamp"] = ent["event_timestamp"] + pd.to_timedelta(ent["_row"], unit="us")
-    out = store.get_historical_features(entity_df=ent, features=features).to_df()
-    names = [f.split(":", 1)[1] for f in features]
+    # The file offline store de-duplicates entity rows on (join keys, timestamp): two labels
+    # of one pair at one time would lose all but one row. Shifting row i by i microseconds
+    # keeps every row; the original timestamps are put back below.
+    ent["event_timestamp"] = ts + pd.to_timedelta(ent["_row"], unit="us")
+    out = store.get_historical_features(entity_df=ent, features=features,
+                                        full_feature_names=full_feature_names).to_df()
     out = out.sort_values("_row").reset_index(drop=True)
-    complete = out.dropna(subset=names)
-    if len(out) != len(ent) or len(complete) != len(ent):
-        missing = sorted(set(ent["_row"]) - set(complete["_row"]))
-        ex = ent.loc[missing[0]].to_dict() if missing else {}
-        raise DataError(f"feature store returned {len(complete)} complete rows for {len(ent)} entities "
-                        f"({len(ent) - len(complete)} dropped or without features, e.g. {ex}); were those "
-                        "queries and documents ingested before the requested timestamp?")
-    return out.drop(columns=["_row"])
+
+    def example(rows) -> dict:
+        r = ent.loc[rows[0]]
+        return {**{k: r[k] for k in needed}, "event_timestamp": str(original_ts[rows[0]])}
+
+    if len(out) != len(ent):
+        missing = sorted(set(ent["_row"]) - set(out["_row"]))
+        raise DataError(f"feature store returned {len(out)} rows for {len(ent)} entities: {len(missing)} dropped "
+                        f"(no feature row within the TTL before the entity timestamp), e.g. {example(missing)}; "
+                        "were those queries and documents ingested before the requested timestamps?")
+    empty = pd.Series(False, index=out.index)
+    for v, names in by_view.items():
+        empty |= out[[f"{v}__{n}" if full_feature_names else n for n in names]].isna().all(axis=1)
+    if empty.any():
+        rows = out.loc[empty, "_row"].tolist()
+        raise DataError(f"{len(rows)} of {len(ent)} entities have no feature rows (keys never ingested into "
+                        f"{sorted(by_view)}), e.g. {example(rows)}; ingest them first or drop those rows")
+    out = out.drop(columns=["_row"])
+    out["event_timestamp"] = original_ts  # both indexed 0..n-1 in input order
+    return out[[c for c in entity_df.columns] + [c for c in cols if c not in entity_df.columns]]
