@@ -29,6 +29,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if [ "$extras" = "cpu,test" ]; then "$VENV/bin/pip" install -q "torch==2.13.0"; fi
   "$VENV/bin/pip" install -q -e ".[$extras]"
   echo "$want" > "$stamp"
+  echo "[setup] installed in ${SECONDS}s"
 fi
 
 # The workspace's data/ must match data.dvc (DVC cache or local remote); a fresh clone's

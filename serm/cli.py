@@ -17,6 +17,92 @@ def _policy_path(args) -> Path:
     return Path(args.workspace) / "policies" / "default.yaml"
 
 
+def _policy_or_default(args):
+    """--policy, else the workspace's default policy, else the project's."""
+    from serm.policy import load_policy
+
+    if args.policy:
+        return load_policy(args.policy)
+    path = _policy_path(args)
+    if not path.exists():
+        path = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
+    return load_policy(path)
+
+
+def _override(spec, **flags):
+    """`spec` (a policy section) with command-line values, validated like the policy itself.
+    `flags` maps a field to (flag, value); a value of None keeps the policy's."""
+    from pydantic import ValidationError
+
+    from serm.errors import DataError
+
+    changes = {field: value for field, (_, value) in flags.items() if value is not None}
+    try:
+        return type(spec).model_validate({**spec.model_dump(), **changes})
+    except ValidationError as exc:
+        msgs = [f"{flags[e['loc'][0]][0]} {e.get('input')!r}: {e['msg']}" for e in exc.errors()]
+        raise DataError("; ".join(msgs)) from None
+
+
+def cmd_evaluate(args) -> int:
+    import time
+
+    from serm.data.judgments import load_judgments
+    from serm.errors import DataError
+    from serm.evaluation import evaluate, metrics_table
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.refs import model_source
+    from serm.model.training import set_seed
+
+    policy = _policy_or_default(args)
+    judgments = load_judgments(args.data)
+    if judgments.empty:
+        raise DataError(f"{args.data}: no judgments to evaluate")
+    ks = tuple(policy.evaluation.k)
+    training = _override(policy.training, device=("--device", args.device))
+    with model_source(args.model, args.workspace) as src:
+        set_seed(policy.seed)  # a bare base encoder gets the same untrained head every run
+        model = RelevanceModel.load(src.path, src.spec(policy.model), device=training.device)
+        t0 = time.perf_counter()
+        result = evaluate(model, judgments, ks)
+        seconds = round(time.perf_counter() - t0, 1)
+    print(f"model {src.describe()} on {args.data}: {len(judgments)} pairs scored in {seconds}s on {model.device}")
+    print(metrics_table(result, ks))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"model": src.ref, "version": src.version, "data": str(args.data), **result["overall"],
+                  "per_locale": result["per_locale"], "seconds": seconds, "device": model.device}
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from serm.data.judgments import load_judgments
+    from serm.model.fit import fit
+    from serm.model.refs import model_source
+
+    policy = _policy_or_default(args)
+    training = _override(policy.training, epochs=("--epochs", args.epochs), lr=("--lr", args.lr),
+                         batch_size=("--batch-size", args.batch_size),
+                         validation_share=("--val-share", args.val_share), device=("--device", args.device))
+    judgments = load_judgments(args.data)
+    out = Path(args.out) if args.out else Path("models") / Path(args.data).name.split(".")[0]
+    seed = policy.seed if args.seed is None else args.seed
+    with model_source(args.base or policy.model.base_model, args.workspace) as src:
+        spec = _override(src.spec(policy.model), max_length=("--max-length", args.max_length))
+        metrics = fit(judgments, src, spec, training, out, seed=seed, max_pairs=args.max_pairs, policy=policy,
+                      data_path=args.data, ks=tuple(policy.evaluation.k), overwrite=args.overwrite)
+    val = metrics["validation"]
+    if val:
+        shown = ", ".join(f"{k} {val[k]}" for k in val if k.startswith("ndcg@") or k == "accuracy")
+        print(f"saved {out}: on {val['queries']} held-out validation queries {shown}")
+    else:
+        print(f"saved {out}: no validation queries (--val-share 0 or a single query), last epoch kept")
+    return 0
+
+
 def cmd_policy_validate(args) -> int:
     from serm.policy import load_policy
 
@@ -110,11 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="serm", description="Self-evolving search relevance models.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def ws_args(sp, policy=True):
+    def ws_args(sp, policy=True, wait=True):
         sp.add_argument("--workspace", "-w", default=".", help="workspace folder (default: .)")
         if policy:
             sp.add_argument("--policy", "-p", help="policy YAML (default: WORKSPACE/policies/default.yaml)")
-        sp.add_argument("--wait", action="store_true", help="wait for the workspace lock instead of refusing")
+        if wait:
+            sp.add_argument("--wait", action="store_true", help="wait for the workspace lock instead of refusing")
 
     sp = sub.add_parser("init", help="make a workspace (git + DVC + Feast) and train the seed model v0")
     ws_args(sp)
@@ -134,6 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     ws_args(sp)
     sp.add_argument("version", help="version number, e.g. 1 or v1")
     sp.set_defaults(fn=cmd_rollback)
+
+    from serm.model.refs import HELP as MODEL_HELP
+
+    sp = sub.add_parser("evaluate", help="score a judgments file with a model: NDCG@k, accuracy, per locale")
+    sp.add_argument("--model", "-m", required=True, help=MODEL_HELP)
+    sp.add_argument("--data", "-d", required=True, help="judgments file (.parquet, .csv, .jsonl) with columns "
+                    "query_id, query, doc_id, doc_title, doc_text, grade (0-3), locale")
+    sp.add_argument("--json", metavar="OUT", help="also write the metrics as JSON to OUT")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the policy's training.device")
+    ws_args(sp, wait=False)
+    sp.set_defaults(fn=cmd_evaluate)
+    sp = sub.add_parser("train", help="fine-tune a model on a judgments file (held-out queries for early stopping)")
+    sp.add_argument("--data", "-d", required=True, help="judgments file (.parquet, .csv, .jsonl)")
+    sp.add_argument("--base", "-b", help=f"model to start from: {MODEL_HELP} (default: the policy's model.base_model)")
+    sp.add_argument("--out", "-o", help="model directory to write (default: models/<data file name>)")
+    sp.add_argument("--overwrite", action="store_true", help="replace a model already saved at --out")
+    sp.add_argument("--epochs", type=int, help="default: the policy's training.epochs")
+    sp.add_argument("--lr", type=float, help="default: the policy's training.lr")
+    sp.add_argument("--batch-size", type=int, help="default: the policy's training.batch_size")
+    sp.add_argument("--max-length", type=int, help="tokens per (query, document) pair; default: model.max_length")
+    sp.add_argument("--val-share", type=float,
+                    help="share of queries held out for early stopping (default: training.validation_share)")
+    sp.add_argument("--max-pairs", type=int, help="train on a seeded sample of whole queries up to N pairs")
+    sp.add_argument("--seed", type=int, help="default: the policy's seed")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the policy's training.device")
+    ws_args(sp, wait=False)
+    sp.set_defaults(fn=cmd_train)
 
     pol = sub.add_parser("policy", help="policy tools").add_subparsers(dest="policy_cmd", required=True)
     sp = pol.add_parser("validate", help="validate a policy file: prints OK or every error")

@@ -20,11 +20,12 @@ def ndcg_at_k(grades, scores, k: int) -> float:
     return float(dcg / idcg) if idcg > 0 else 0.0
 
 
-def metrics(df, ks=(4, 10)) -> dict:
-    """`df` has query_id, grade, score (expected grade), pred (argmax grade), locale."""
+def ranking_metrics(df, ks=(4, 10)) -> dict:
+    """NDCG@k of the `score` ordering within each query; `df` has query_id, grade, score.
+    Any scorer's output (BM25, cosine, expected grade) is ranked the same way."""
     import numpy as np
 
-    out: dict = {"pairs": int(len(df))}
+    out: dict = {}
     per_query = {k: [] for k in ks}
     excluded = 0
     for _, g in df.groupby("query_id", sort=False):
@@ -37,6 +38,14 @@ def metrics(df, ks=(4, 10)) -> dict:
         out[f"ndcg@{k}"] = round(float(np.mean(per_query[k])), 4) if per_query[k] else None
     out["queries"] = len(per_query[ks[0]])
     out["excluded_queries"] = excluded
+    return out
+
+
+def metrics(df, ks=(4, 10)) -> dict:
+    """`df` has query_id, grade, score (expected grade), pred (argmax grade), locale."""
+    import numpy as np
+
+    out: dict = {"pairs": int(len(df)), **ranking_metrics(df, ks)}
     y, p = df["grade"].to_numpy(), df["pred"].to_numpy()
     out["accuracy"] = round(float((y == p).mean()), 4) if len(df) else None
     f1s = []
@@ -59,3 +68,18 @@ def evaluate(model, judgments, ks=(4, 10)) -> dict:
     for loc, g in df.groupby("locale"):
         result["per_locale"][loc] = metrics(g, ks)
     return result
+
+
+def metrics_table(result: dict, ks=(4, 10)) -> str:
+    """`evaluate`'s result as a text table: one row overall, one per locale."""
+    cols = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "queries", "pairs", "excluded_queries"]
+    heads = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "queries", "pairs", "excluded"]
+    rows = [("overall", result["overall"])] + sorted(result["per_locale"].items())
+    width = max(8, *(len(name) for name, _ in rows))
+
+    def cell(v):
+        return "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    lines = [f"{'':<{width}}" + "".join(f"{h:>10}" for h in heads)]
+    lines += [f"{name:<{width}}" + "".join(f"{cell(m.get(c)):>10}" for c in cols) for name, m in rows]
+    return "\n".join(lines)

@@ -31,6 +31,8 @@ def read_table(path: str | Path):
 
 
 def load_judgments(path: str | Path):
+    import pandas as pd
+
     df = read_table(path)
     missing = [c for c in JUDGMENT_COLUMNS if c not in df.columns]
     if missing:
@@ -40,9 +42,13 @@ def load_judgments(path: str | Path):
         )
     for col in ("doc_title", "doc_text"):
         df[col] = df[col].fillna("").astype(str)
+    raw = df["grade"]
+    df["grade"] = pd.to_numeric(raw, errors="coerce")  # "3" in a CSV/JSONL is a grade; "high" is not
     bad = df["grade"].isna() | ~df["grade"].isin([0, 1, 2, 3])
     if bad.any():
-        raise DataError(f"{path}: {int(bad.sum())} row(s) have a grade outside 0-3, e.g. row {int(bad.idxmax())}")
+        first = bad.to_numpy().argmax()
+        raise DataError(f"{path}: {int(bad.sum())} row(s) have a grade outside 0-3, e.g. data row {first + 1} "
+                        f"(query_id {df['query_id'].iloc[first]}) has grade {raw.iloc[first]}; use 0, 1, 2 or 3")
     df["grade"] = df["grade"].astype("int8")
     for col in ("query_id", "doc_id", "query", "locale"):
         df[col] = df[col].astype(str)

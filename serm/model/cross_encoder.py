@@ -41,6 +41,9 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class RelevanceModel:
+    #: Score BERT models through `fast_bert.BertScorer`; False forces the HF forward.
+    fast_path: bool = True
+
     def __init__(self, model, tokenizer, spec, device: str = "cpu"):
         self.model = model
         self.tokenizer = tokenizer
@@ -89,7 +92,13 @@ class RelevanceModel:
                               max_length=self.spec.max_length, padding=False)
 
     def logits(self, queries, titles, texts, batch_size: int | None = None):
-        """Raw 4-way logits, in input order. Length-sorted batches, dynamic padding."""
+        """Raw 4-way logits, in input order.
+
+        Pairs are tokenized in one batched call, sorted by token length and cut into batches of
+        `batch_size` that are padded only to their own longest pair. A BERT model in eval mode
+        with no hooks runs through `fast_bert.BertScorer` (same function, less work; see there);
+        any other model, or `fast_path = False`, through the HF forward.
+        """
         import numpy as np
         import torch
 
@@ -97,24 +106,54 @@ class RelevanceModel:
 
         docs = model_inputs(queries, titles, texts, self.spec.passage, self.spec.window_words)
         enc = self.encode(queries, docs)
-        ids = enc["input_ids"]
-        n = len(ids)
+        n = len(enc["input_ids"])
         out = np.zeros((n, GRADES), dtype=np.float32)
         if n == 0:
             return out
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        lengths = np.fromiter(map(len, enc["input_ids"]), dtype=np.int64, count=n)
+        order = np.argsort(lengths, kind="stable")
         bs = batch_size or self.spec.batch_size
-        use_bf16 = self.device == "cuda"
         self.model.eval()
-        with torch.inference_mode():
+        scorer = self._scorer()
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
-                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                batch = self._pad(enc, idx, lengths[idx])
+                if scorer is not None:
+                    logits = scorer(batch["input_ids"], batch.get("token_type_ids"), torch.from_numpy(lengths[idx]))
+                else:
                     logits = self.model(**batch).logits
                 out[idx] = logits.float().cpu().numpy()
         return out
+
+    def _scorer(self):
+        from serm.model.fast_bert import BertScorer
+
+        return BertScorer.for_model(self.model) if self.fast_path else None
+
+    def _pad(self, enc, idx, lengths) -> dict:
+        """One batch as right-padded tensors on the device (the tokenizer's own `pad` where its
+        inputs are not the plain BERT ones)."""
+        import numpy as np
+        import torch
+
+        keys = set(enc.keys())
+        if self.tokenizer.padding_side != "right" or not keys <= {"input_ids", "token_type_ids", "attention_mask"}:
+            batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+            return {k: v.to(self.device) for k, v in batch.items()}
+        width = int(lengths.max())
+        ids = np.full((len(idx), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        types = np.full((len(idx), width), self.tokenizer.pad_token_type_id, dtype=np.int64)
+        has_types = "token_type_ids" in keys
+        for row, i in enumerate(idx):
+            ids[row, :lengths[row]] = enc["input_ids"][i]
+            if has_types:
+                types[row, :lengths[row]] = enc["token_type_ids"][i]
+        batch = {"input_ids": torch.from_numpy(ids),
+                 "attention_mask": torch.from_numpy((np.arange(width) < lengths[:, None]).astype(np.int64))}
+        if has_types:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def predict_proba(self, queries, titles, texts, batch_size: int | None = None):
         import numpy as np

@@ -36,9 +36,14 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(model, examples, spec, seed: int, epochs: int | None = None, log=print) -> TrainResult:
+def train(model, examples, spec, seed: int, epochs: int | None = None, log=print,
+          validation=None) -> TrainResult:
     """Fine-tune `model` (a RelevanceModel, in place) on `examples` with columns
-    query, doc_title, doc_text, grade. Returns per-epoch losses; the best-validation epoch wins."""
+    query, doc_title, doc_text, grade. Returns per-epoch losses; the best-validation epoch wins.
+
+    Without `validation`, a random `spec.validation_share` of the pairs is held out (none under
+    50 pairs). With `validation` (same columns), every example is trained on and `validation`
+    alone picks the best epoch: callers that split by query pass their held-out queries here."""
     import numpy as np
     import torch
 
@@ -54,10 +59,19 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
     epochs = epochs or spec.epochs
     rng = np.random.default_rng(seed)
 
+    if validation is not None and len(validation):
+        import pandas as pd
+
+        cols = ["query", "doc_title", "doc_text", "grade"]
+        n_train = len(examples)
+        examples = pd.concat([examples[cols], validation[cols]], ignore_index=True)
+        tr_idx, val_idx = np.arange(n_train), np.arange(n_train, len(examples))
+        n_val = len(val_idx)
+    else:
+        order = rng.permutation(len(examples))
+        n_val = int(len(examples) * spec.validation_share) if len(examples) >= 50 else 0
+        val_idx, tr_idx = order[:n_val], order[n_val:]
     grades = examples["grade"].to_numpy().astype(np.int64)
-    order = rng.permutation(len(examples))
-    n_val = int(len(examples) * spec.validation_share) if len(examples) >= 50 else 0
-    val_idx, tr_idx = order[:n_val], order[n_val:]
     docs = model_inputs(examples["query"].tolist(), examples["doc_title"].tolist(),
                         examples["doc_text"].tolist(), model.spec.passage, model.spec.window_words)
     enc = model.encode(examples["query"].tolist(), docs)

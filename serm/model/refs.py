@@ -1,0 +1,110 @@
+"""What `--model` and `--base` name on the command line: a model version in a workspace (`3` or
+`v3`), a saved model directory, or a builtin base encoder (`builtin:minilm-l6`).
+
+    >>> with model_source("v0", workspace=".") as src:                # doctest: +SKIP
+    ...     model = RelevanceModel.load(src.path, src.spec(policy.model))
+
+The production version is read from `data/model`; an earlier one is restored from its tag's DVC
+version into a temporary directory, so the workspace itself is never touched. A saved model
+directory carries the `ModelSpec` it was trained with (`serm_model.json`), and scoring uses
+that one rather than the policy's, so its max_length and passage window stay as trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from serm.errors import DataError
+
+_VERSION = re.compile(r"^v?(\d+)$")
+HELP = "a version (3 or v3) of the workspace, a saved model directory, or builtin:minilm-l6"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    ref: str                  # what the user wrote
+    path: str                 # what RelevanceModel.load takes
+    version: int | None = None
+
+    def spec(self, default):
+        """The `ModelSpec` saved with the model, else `default` (a fresh head on a base encoder)."""
+        from pydantic import ValidationError
+
+        from serm.policy import ModelSpec
+
+        saved = Path(self.path) / "serm_model.json"
+        if not saved.is_file():
+            return default
+        try:
+            return ModelSpec.model_validate(json.loads(saved.read_text()))
+        except (ValueError, ValidationError) as exc:
+            raise DataError(f"{saved}: not a valid model spec ({exc}); re-save the model with this SERM") from None
+
+    def describe(self) -> str:
+        return f"v{self.version}" if self.version is not None else self.path
+
+
+@contextlib.contextmanager
+def model_source(ref: str, workspace: str | Path = "."):
+    """Resolve `ref` to a loadable model; temporary restores are removed on exit."""
+    ref = str(ref).strip()
+    if ref.startswith("builtin:"):
+        from serm.model.cross_encoder import BUILTIN
+
+        if ref not in BUILTIN:
+            raise DataError(f"unknown builtin model {ref!r}; known: {', '.join(BUILTIN)}")
+        yield ModelSource(ref, ref)
+        return
+    m = _VERSION.match(ref)
+    if m:
+        with _version_dir(int(m.group(1)), workspace) as (path, version):
+            yield ModelSource(ref, str(path), version)
+        return
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise DataError(f"model {ref!r}: no such directory; pass {HELP}")
+    if not (path / "config.json").is_file():
+        raise DataError(f"model {ref!r}: {path} has no config.json, so it is not a saved model directory; pass {HELP}")
+    yield ModelSource(ref, str(path.resolve()))
+
+
+@contextlib.contextmanager
+def _version_dir(version: int, workspace: str | Path):
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(workspace)
+    reg = ws.versions()
+    known = {v["version"]: v for v in reg["versions"]}
+    if not known:
+        raise DataError(f"model v{version}: {ws.root} has no model versions (no versions.json); "
+                        f"pass --workspace DIR of a SERM workspace, or a model directory")
+    if version not in known:
+        raise DataError(f"unknown model version v{version} in {ws.root}; known: "
+                        f"{', '.join(f'v{v}' for v in sorted(known))}")
+    if _lineage_version(ws.model_dir) == version:
+        yield ws.model_dir, version
+        return
+    tag = known[version].get("tag")
+    with tempfile.TemporaryDirectory(prefix=f"serm-v{version}-") as tmp:
+        out = Path(tmp) / "model"
+        try:
+            from dvc.api import DVCFileSystem
+
+            DVCFileSystem(str(ws.root), rev=tag).get("data/model", str(out), recursive=True)
+        except Exception as exc:  # git/DVC say why (missing tag, cache and remote both lack it)
+            raise DataError(f"cannot restore model v{version} from tag {tag!r} in {ws.root}: {exc}") from None
+        if not (out / "config.json").is_file():
+            raise DataError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
+        yield out, version
+
+
+def _lineage_version(model_dir: Path):
+    try:
+        return json.loads((model_dir / "lineage.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None

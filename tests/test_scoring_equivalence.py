@@ -1,0 +1,81 @@
+"""The scoring fast path computes what the HF forward and sentence-transformers' CrossEncoder
+compute, on the same weights: real packaged MiniLM, real XQuAD strings (long paragraphs that are
+truncated, and title-only documents that are not)."""
+
+import numpy as np
+import pytest
+
+from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
+from serm.model.cross_encoder import RelevanceModel
+from serm.model.fast_bert import BertScorer
+from serm.model.training import set_seed
+from serm.policy import ModelSpec
+
+SPEC = ModelSpec(max_length=64, passage="head", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """50 pairs: 25 with a whole paragraph (truncated at 64 tokens), 25 with the title alone."""
+    q = load_questions()
+    df = candidate_lists(q[q.locale == "en"].head(9), load_paragraphs(), 2, 3, seed=3).head(50).reset_index(drop=True)
+    df.loc[25:, "doc_text"] = ""
+    return df
+
+
+@pytest.fixture(scope="module")
+def model():
+    set_seed(0)
+    return RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu")
+
+
+def args(df):
+    return df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist()
+
+
+def test_fast_path_matches_the_hf_forward(model, pairs):
+    assert BertScorer.for_model(model.model) is not None
+    fast = model.logits(*args(pairs))
+    model.fast_path = False
+    try:
+        slow = model.logits(*args(pairs))
+    finally:
+        model.fast_path = True
+    np.testing.assert_allclose(fast, slow, atol=2e-5, rtol=1e-4)
+    # Batch composition changes padding, not results.
+    np.testing.assert_allclose(model.logits(*args(pairs), batch_size=50), fast, atol=2e-5, rtol=1e-4)
+
+
+def test_same_logits_as_sentence_transformers_cross_encoder(model, pairs, tmp_path):
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed "
+                             "(pip install -e .[test]); it is the reference implementation compared here")
+    from serm.model.passages import model_inputs
+
+    model.save(tmp_path / "m")
+    ce = st.CrossEncoder(str(tmp_path / "m"), num_labels=4, max_length=SPEC.max_length, device="cpu")
+    docs = model_inputs(*args(pairs), SPEC.passage, SPEC.window_words)
+    theirs = ce.predict(list(zip(pairs["query"], docs)), batch_size=8, apply_softmax=False, show_progress_bar=False,
+                        processing_kwargs={"text": {"truncation": "only_second"}})
+    np.testing.assert_allclose(model.logits(*args(pairs)), theirs, atol=2e-5, rtol=1e-4)
+
+
+def test_a_forward_hook_sends_scoring_through_the_hf_forward(model, pairs):
+    """MC dropout (mining.disagreement) switches dropout on from a forward pre-hook: the fast
+    path must step aside so the hook runs and the passes differ."""
+    import torch
+
+    few = pairs.head(6)
+    plain = model.logits(*args(few))
+    def dropout_on(module, inputs):
+        module.train()
+
+    handle = model.model.register_forward_pre_hook(dropout_on)
+    try:
+        assert BertScorer.for_model(model.model) is None
+        torch.manual_seed(0)
+        noisy = model.logits(*args(few))
+    finally:
+        handle.remove()
+        model.model.eval()
+    assert not np.allclose(noisy, plain, atol=1e-3)
+    np.testing.assert_array_equal(model.logits(*args(few)), plain)
