@@ -244,25 +244,73 @@ def stream_pairs(ws: Workspace, round_no: int):
     return pairs
 
 
+def training_queries(ws: Workspace) -> list[str]:
+    """Queries the production model was trained on: the seed set's and those of labels from
+    rounds up to the production model's round (text from each round's mined candidates)."""
+    prod_round = ws.state().get("production_round", 0)
+    queries = set(read_parquet(ws.data / "seed" / "train.parquet")["query"])
+    labels = all_labels(ws)
+    for r in sorted({int(r) for r in labels["round"]} if len(labels) else ()):
+        f = ws.round_dir(r) / "candidates.parquet"
+        if r <= prod_round and f.exists():
+            cands = read_parquet(f)[["query_id", "query"]]
+            queries.update(cands.loc[cands.query_id.isin(set(labels.loc[labels["round"] == r, "query_id"])), "query"])
+    return sorted(queries)
+
+
+def version_model_dir(ws: Workspace, version: int, tag: str) -> Path:
+    """An earlier version's model directory, restored once from DVC (the tag's `data/model`)
+    into `.serm/models/vN` (derived state, outside versions)."""
+    import shutil
+
+    from dvc.api import DVCFileSystem
+
+    out = ws.dot / "models" / f"v{version}"
+    if not (out / "config.json").exists():
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        fs = DVCFileSystem(str(ws.root), rev=tag)
+        try:
+            fs.get("data/model", str(tmp), recursive=True)
+        finally:
+            fs.close()
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+def model_versions(ws: Workspace, policy):
+    """Every recorded model version, loadable on demand; production from `data/model`."""
+    from serm.mining.base import ModelVersions
+
+    production = ws.state()["production"]
+    loaders = {production: lambda: load_model(ws.model_dir, policy)}
+    for entry in ws.versions()["versions"]:
+        v, tag = entry["version"], entry.get("tag")
+        if v != production and tag:
+            loaders[v] = lambda v=v, tag=tag: load_model(version_model_dir(ws, v, tag), policy)
+    return ModelVersions(production=production, loaders=loaders)
+
+
 def stage_mine(ws: Workspace, policy, round_no: int, out_dir: Path, log=_log_default) -> dict:
     from serm.mining.base import MiningContext
     from serm.mining.combine import mine
 
     t0 = time.perf_counter()
     pairs = stream_pairs(ws, round_no)
-    model = load_model(ws.model_dir, policy)
-    t1 = time.perf_counter()
-    proba = model.score_frame(pairs)  # the round's one forward pass, shared by all agents
-    score_s = time.perf_counter() - t1
-    ctx = MiningContext(pairs=pairs, proba=proba, score=model.expected_grade(proba))
+    events = read_parquet(ws.staging(round_no) / "ingest" / "events.parquet")[["query_id", "doc_id", "position", "clicked"]]
+    ctx = MiningContext(pairs=pairs, events=events, reference_queries=training_queries(ws),
+                        models=model_versions(ws, policy))
     labelled = set(zip(*[all_labels(ws)[c] for c in ("query_id", "doc_id")]))
-    cands, report = mine(ctx, policy.mining, round_no, labelled)
+    cands, report = mine(ctx, policy.mining, round_no, labelled)  # scores each pair once, shared by all agents
     cands = cands.merge(pairs, on=["query_id", "doc_id", "locale"], how="left")
     write_parquet(cands, out_dir / "candidates.parquet")
-    report.update(scoring_seconds=round(score_s, 1), seconds=round(time.perf_counter() - t0, 1),
-                  pairs_per_second=round(len(pairs) / max(score_s, 1e-9), 1))
+    report.update(seconds=round(time.perf_counter() - t0, 1))
     atomic_write_json(out_dir / "mining_report.json", report)
-    log(f"[mine] {report['stream_pairs']} stream pairs scored ({report['pairs_per_second']} pairs/s); "
+    passes = report["forward_passes"]
+    log(f"[mine] {report['stream_pairs']} stream pairs, {report['scored_pairs']} scored "
+        f"({report.get('pairs_per_second')} pairs/s, +{passes['committee']} committee passes); "
         f"agents picked {report['per_agent']}; selected {report['selected']} (budget {policy.mining.budget})")
     return report
 

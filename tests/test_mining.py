@@ -73,3 +73,44 @@ def test_contrast_pairs_share_the_budget():
     main, contrast = cands[cands.agents != "contrast"], cands[cands.agents == "contrast"]
     assert len(main) == 3 and set(contrast.query_id) == set(main.query_id)
     assert (contrast.doc_id == "d1").all(), "the lowest-scored other candidate of each picked query"
+
+
+# --------------------------------------------------------------------------- registry
+def policy_errors(**mining):
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        MiningSpec(**mining)
+    return str(exc.value)
+
+
+def test_every_registered_agent_builds_from_defaults():
+    from serm.mining import REGISTRY
+
+    assert sorted(REGISTRY) == ["click_model", "disagreement", "novelty", "uncertainty", "user_feedback"]
+    spec = MiningSpec(agents=[AgentSpec(name=n) for n in REGISTRY])
+    assert [a.name for a in spec.agents] == list(REGISTRY)
+    for name, cls in REGISTRY.items():
+        assert str(cls()).startswith(f"{name}(")
+
+
+def test_unknown_agent_or_parameter_lists_the_valid_ones():
+    msg = policy_errors(agents=[AgentSpec(name="oracle")])
+    assert "unknown mining agent 'oracle'" in msg and "click_model, disagreement, novelty" in msg
+    msg = policy_errors(agents=[AgentSpec(name="click_model", tau=0.5)])
+    assert "[0].tau: unknown parameter" in msg and "min_attractiveness" in msg and "prior_strength" in msg
+    msg = policy_errors(agents=[AgentSpec(name="novelty", quantile=1.5)])
+    assert "[0].quantile" in msg
+    msg = policy_errors(agents=[AgentSpec(name="disagreement", committee=["production", "yesterday"])])
+    assert "yesterday" in msg and "production, previous or vN" in msg
+
+
+def test_prefilter_and_combine_name_listed_agents():
+    agents = [AgentSpec(name="user_feedback"), AgentSpec(name="uncertainty")]
+    msg = policy_errors(agents=agents, prefilter={"agents": ["uncertainty"]})
+    assert "'uncertainty' needs the model's scores" in msg and "click_model, novelty, user_feedback" in msg
+    msg = policy_errors(agents=agents, prefilter={"agents": ["novelty"]})
+    assert "prefilter.agents: 'novelty' is not a listed mining agent" in msg
+    msg = policy_errors(agents=agents, combine={"per_agent_quota": {"novelty": 0.3}})
+    assert "combine.per_agent_quota: 'novelty' is not a listed mining agent; listed: user_feedback, uncertainty" in msg

@@ -1,5 +1,5 @@
 """`uncertainty`: the model is unsure of the grade (entropy, margin or least-confidence over
-the 4 grade probabilities). Picks the most uncertain `top_share` of the pairs."""
+the 4 grade probabilities). Picks the most uncertain `top_share` of the scored pairs."""
 
 from __future__ import annotations
 
@@ -28,15 +28,18 @@ class Uncertainty(MiningAgent):
 
     class Params(AgentParams):
         measure: Literal["entropy", "margin", "least_confidence"] = "entropy"
-        top_share: float = Field(0.1, gt=0.0, le=1.0, description="share of the batch's pairs to pick")
+        top_share: float = Field(0.1, gt=0.0, le=1.0, description="share of the scored pairs to pick")
         min_value: float = Field(0.0, ge=0.0, description="pick nothing below this uncertainty")
 
     def select(self, ctx: MiningContext) -> Picks:
         import numpy as np
 
-        u = uncertainty(ctx.proba, self.params.measure)
+        rows = np.flatnonzero(ctx.scored)
+        u = uncertainty(ctx.proba[rows], self.params.measure)
         n = int(np.ceil(len(u) * self.params.top_share))
-        idx = np.argsort(-u, kind="stable")[:n]
-        idx = idx[u[idx] >= self.params.min_value]
-        reasons = [f"{self.params.measure} {u[i]:.2f} (P(grade)={np.round(ctx.proba[i], 2).tolist()})" for i in idx]
-        return Picks(idx, u[idx], reasons)
+        top = np.argsort(-u, kind="stable")[:n]
+        top = top[u[top] >= self.params.min_value]
+        idx = rows[top]
+        reasons = [f"{self.params.measure} {u[j]:.2f} (P(grade)={[round(float(x), 2) for x in ctx.proba[i]]})"
+                   for i, j in zip(idx, top)]
+        return Picks(idx, u[top], reasons)

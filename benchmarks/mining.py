@@ -1,0 +1,203 @@
+"""Mining throughput: the miner with every agent vs one plain scoring pass over the same pairs.
+
+A stream batch of at least `--pairs` (query, document) pairs is built from XQuAD candidate
+lists across all ten locales (the seed locale's seed questions excluded: they are the reference
+the production model was trained on), clicks are drawn by the stream simulator (position-based
+model on the hidden grades, served in the order of a noisy ranker), and three runs are timed
+one after another in the same process, on the same pairs and model:
+
+  plain      one `score_frame` pass over every pair (what serving the batch costs)
+  mine       `serm.mining.combine.mine` with all five agents: one shared scoring pass, the PBM
+             EM fit, novelty embeddings, the disagreement committee (its own passes), combination
+  prefilter  the same, with `mining.prefilter` on the model-free agents: the model scores only
+             the flagged pairs (plus a small random share)
+
+Mining cost is reported as a ratio to the plain pass. The model is the packaged MiniLM with a
+fresh 4-grade head unless `--model` names a SERM model directory: forward cost does not depend
+on the weights (picks do).
+
+    .venv/bin/python benchmarks/mining.py                      # 20k pairs, ~15 min on 2 CPU cores
+    .venv/bin/python benchmarks/mining.py --pairs 2000         # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ALL_AGENTS = ["user_feedback", "click_model", "uncertainty", "disagreement", "novelty"]
+CHEAP = ["user_feedback", "click_model", "novelty"]
+
+
+def build_batch(policy, n_pairs: int, tokenizer, max_query_tokens: int):
+    """Candidate lists of queries taken round-robin across locales until `n_pairs` pairs, the
+    English seed queries (the reference), and the simulated impressions. Queries longer than
+    `max_query_tokens` are left out: `RelevanceModel.encode` truncates only the document side
+    and fails on a query that alone fills `max_length` (many ru/el/ar/hi questions do under the
+    English MiniLM vocabulary)."""
+    import numpy as np
+    import pandas as pd
+
+    from serm.data import xquad
+    from serm.data.stream import simulate_clicks
+
+    d = policy.data
+    q, paras = xquad.load_questions(), xquad.load_paragraphs()
+    q_tokens = np.fromiter(map(len, tokenizer(q["query"].tolist())["input_ids"]), dtype=np.int64, count=len(q))
+    too_long = q_tokens > max_query_tokens
+    q = q[~too_long]
+    split = xquad.split_question_ids(policy.seed, d.test_queries, d.seed_queries)
+    seed_ids, stream_ids = set(split["seed"]), split["stream"]
+    per_query = 1 + d.candidates.hard_negatives + d.candidates.random_negatives
+    n_queries = -(-n_pairs // per_query)
+    locales = sorted(xquad.LOCALES)
+    by_loc = {loc: q[(q.locale == loc) & q.question_id.isin(stream_ids)
+                     & ~((q.locale == d.seed_locale) & q.question_id.isin(seed_ids))] for loc in locales}
+    take = {loc: 0 for loc in locales}
+    while sum(take.values()) < n_queries:  # round-robin over the locales that still have questions
+        open_ = [loc for loc in locales if take[loc] < len(by_loc[loc])]
+        if not open_:
+            break
+        for loc in open_[: n_queries - sum(take.values())]:
+            take[loc] += 1
+    qs = pd.concat([by_loc[loc].head(n) for loc, n in take.items()], ignore_index=True)
+    cands = xquad.candidate_lists(qs, paras, d.candidates.hard_negatives, d.candidates.random_negatives, policy.seed)
+    reference = q[(q.locale == d.seed_locale) & q.question_id.isin(seed_ids)]["query"].tolist()
+
+    rng = np.random.default_rng(policy.seed)
+    ranker = cands["grade"].to_numpy() / 3.0 + rng.normal(0.0, 0.5, len(cands))  # a mediocre production ranker
+    events = simulate_clicks(cands, ranker, d.clicks, 1, policy.seed, datetime.now(timezone.utc))
+    g = events.groupby(["query_id", "doc_id"], sort=False)
+    feats = g.agg(impressions=("clicked", "size"), clicks=("clicked", "sum"), mean_position=("position", "mean"),
+                  dwell=("dwell_s", "sum")).reset_index()
+    feats["mean_dwell_s"] = np.where(feats.clicks > 0, feats.dwell / feats.clicks.clip(lower=1), 0.0)
+    pairs = cands.drop(columns=["grade", "question_id"]).merge(feats.drop(columns="dwell"), on=["query_id", "doc_id"])
+    return pairs, events[["query_id", "doc_id", "position", "clicked"]], reference, int(too_long.sum())
+
+
+def mining_spec(policy, prefilter: bool):
+    """The default policy's mining section with every agent listed (defaults for the missing)."""
+    from serm.policy import MiningSpec
+
+    raw = policy.mining.model_dump(mode="json", exclude_none=True)
+    have = {a["name"] for a in raw["agents"]}
+    raw["agents"] += [{"name": n} for n in ALL_AGENTS if n not in have]
+    raw.pop("prefilter", None)
+    if prefilter:
+        raw["prefilter"] = {"agents": CHEAP, "explore_share": 0.05}
+    return MiningSpec.model_validate(raw)
+
+
+def main(argv=None) -> dict:
+    import numpy as np
+    import torch
+
+    from serm.mining.base import MiningContext, ModelVersions
+    from serm.mining.combine import mine
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.policy import load_policy
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=20000, help="stream pairs at least (default 20000)")
+    ap.add_argument("--max-length", type=int, default=64, help="cross-encoder tokens (policy default: 80)")
+    ap.add_argument("--model", default="builtin:minilm-l6", help="a SERM model directory or builtin name")
+    ap.add_argument("--policy", default=str(ROOT / "policies" / "default.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for mining.json + mining.png")
+    args = ap.parse_args(argv)
+
+    policy = load_policy(args.policy)
+    spec = policy.model.model_copy(update={"max_length": args.max_length})
+    model = RelevanceModel.load(args.model, spec, device="cpu")
+    t0 = time.perf_counter()
+    pairs, events, reference, too_long = build_batch(policy, args.pairs, model.tokenizer, spec.max_length // 2)
+    build_s = time.perf_counter() - t0
+    model.score_frame(pairs.head(64))  # warm-up: first-call allocations are not the pass's cost
+    from serm.annotation.embedding import embed
+
+    embed(reference[:8])
+    print(f"batch: {len(pairs)} pairs, {pairs.query_id.nunique()} queries, {pairs.locale.nunique()} locales "
+          f"(built in {build_s:.0f}s; {too_long} XQuAD questions over {spec.max_length // 2} tokens left out); reference: {len(reference)} {policy.data.seed_locale} training queries; "
+          f"model {args.model}, max_length {spec.max_length}, passage {spec.passage} ({spec.window_words} words), "
+          f"batch {spec.batch_size}, {torch.get_num_threads()} CPU threads", flush=True)
+
+    runs = []
+    t = time.perf_counter()
+    proba = model.score_frame(pairs)
+    plain_s = time.perf_counter() - t
+    runs.append({"run": "plain scoring pass", "scored": len(pairs), "committee": 0, "seconds": plain_s})
+    print(f"plain: {plain_s:.1f}s", flush=True)
+    reports = {}
+    for name, pre in (("mine: all agents", False), ("mine: all agents + prefilter", True)):
+        ctx = MiningContext(pairs=pairs.copy(), events=events, reference_queries=reference,
+                            models=ModelVersions(production=0, loaders={0: lambda: model}))
+        t = time.perf_counter()
+        _, report = mine(ctx, mining_spec(policy, pre), round_no=1)
+        secs = time.perf_counter() - t
+        reports[name] = report
+        runs.append({"run": name, "scored": report["forward_passes"]["production"],
+                     "committee": report["forward_passes"]["committee"], "seconds": secs,
+                     "scoring_seconds": report["scoring_seconds"], "agent_seconds": report["agent_seconds"],
+                     "per_agent": report["per_agent"], "selected": report["selected"], "prefilter": report["prefilter"]})
+        print(f"{name}: {secs:.1f}s", flush=True)
+        if not pre:
+            same = np.allclose(ctx.proba, proba, atol=1e-4)
+            print(f"  shared pass equals the plain pass: {same}")
+
+    n = len(pairs)
+    print(f"\n{'run':<30} {'scored':>7} {'committee':>9} {'seconds':>8} {'pairs/s':>8} {'cost / one pass':>15} "
+          f"{'beyond its scoring':>18}")
+    for r in runs:
+        r["pairs_per_second"] = round(n / r["seconds"], 1)
+        r["cost_vs_plain"] = round(r["seconds"] / plain_s, 3)
+        # What mining adds on top of its own production pass (agents, committee, combination), in
+        # plain passes: less sensitive to load changes between runs than the total.
+        r["overhead_vs_plain"] = round((r["seconds"] - r.get("scoring_seconds", r["seconds"])) / plain_s, 3)
+        print(f"{r['run']:<30} {r['scored']:>7} {r['committee']:>9} {r['seconds']:>8.1f} {r['pairs_per_second']:>8.1f} "
+              f"{r['cost_vs_plain']:>15.2f} {r['overhead_vs_plain']:>18.2f}")
+    for r in runs[1:]:
+        print(f"\n{r['run']}: scoring {r['scoring_seconds']}s; agents (s) {r['agent_seconds']}")
+        print(f"  picked {r['per_agent']}; selected {r['selected']}")
+        if r["prefilter"]:
+            print(f"  prefilter {r['prefilter']}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"pairs": n, "queries": int(pairs.query_id.nunique()), "locales": int(pairs.locale.nunique()),
+              "questions_left_out_too_long": too_long,
+              "reference_queries": len(reference), "model": args.model, "max_length": spec.max_length,
+              "threads": torch.get_num_threads(), "runs": runs,
+              "agent_stats": {k: v["agent_stats"] for k, v in reports.items()}}
+    (out / "mining.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    plot(runs, out / "mining.png")
+    print(f"\nwrote {out / 'mining.json'} and {out / 'mining.png'}")
+    return result
+
+
+def plot(runs, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 2.6), dpi=100)
+    names = [r["run"] for r in runs][::-1]
+    ax.barh(names, [r["cost_vs_plain"] for r in runs][::-1], color=["#4c78a8", "#f58518", "#9d9d9d"][:len(runs)])
+    ax.axvline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("wall time / one plain scoring pass")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
