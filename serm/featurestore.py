@@ -62,7 +62,14 @@ def open_store(workspace: Path):
         raise DataError(f"{repo / 'feature_store.yaml'} does not exist: {workspace} is not a SERM workspace; "
                         "copy the project's features/ folder into it (serm init does)")
     os.environ.setdefault("FEAST_USAGE", "False")
+    import warnings
+
+    caller_filters = list(warnings.filters)
     from feast import FeatureStore
+
+    # Importing feast puts simplefilter("once", DeprecationWarning) in front of the process's
+    # filters, which would let every library's deprecation chatter through: keep the caller's.
+    warnings.filters[:] = caller_filters
 
     _state(workspace).mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(repo))

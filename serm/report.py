@@ -37,7 +37,7 @@ def summary_lines(rdir: Path) -> list[str]:
     if met:
         lines.append("  metrics     set       metric    production  candidate")
         for split in ("static", "evolving"):
-            for m in ("ndcg@4", "ndcg@10", "accuracy"):
+            for m in ("ndcg@4", "ndcg@10", "accuracy", "macro_f1"):
                 p, c = met["production"][split].get(m), met["candidate"][split].get(m)
                 lines.append(f"              {split:<9} {m:<9} {p!s:<11} {c!s}"
                              + (f"   ({met['candidate'][split]['locale']})" if m == "ndcg@4" else ""))

@@ -48,11 +48,18 @@ def quiet():
     """DVC prints git hints ("To track the changes with git, run: ...") on stdout: SERM makes
     those commits itself, so keep them out of the user's terminal."""
     import io
+    import logging
     import warnings
 
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    dvc_log = logging.getLogger("dvc")  # the git hints are INFO records of dvc.repo.scm_context
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        dvc_log.setLevel(level)
 
 
 def init_repo(ws: Workspace, remote: str) -> None:
@@ -64,7 +71,8 @@ def init_repo(ws: Workspace, remote: str) -> None:
     if not (ws.root / ".dvc").exists():
         from dvc.repo import Repo
 
-        Repo.init(str(ws.root))
+        with quiet():
+            Repo.init(str(ws.root))
     repo = dvc_repo(ws)
     with repo.config.edit() as conf:
         # A path relative to the cwd is stored relative to .dvc/config, so clones keep working.

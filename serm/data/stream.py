@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from serm.errors import DataError
 
 EVENT_COLUMNS = ["event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s"]
+TEXT_COLUMNS = ["event_id", "query_id", "query", "locale", "doc_id"]
 MAX_TEXT_CHARS = 2000
+MAX_POSITION = 10_000     # a rank beyond any results page; also keeps positions inside int32
 
 
 @dataclass
 class ValidatedEvents:
     valid: "object"          # DataFrame of typed, valid events
-    quarantined: "object"    # DataFrame of the offending rows (as strings) + `reason`
+    quarantined: "object"    # DataFrame: the offending rows as text, their input `row` number and `reason`
 
     @property
     def counts(self) -> dict[str, int]:
@@ -26,77 +28,156 @@ class ValidatedEvents:
                 "total": len(self.valid) + len(self.quarantined)}
 
 
-def _text_problem(value) -> str | None:
+def _text(value) -> tuple[str | None, str | None]:
+    """(the value as text, None) or (None, what is wrong with it)."""
     if value is None or (isinstance(value, float) and value != value):
-        return "null"
+        return None, "null"
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError:
-            return "invalid UTF-8"
+            return None, "invalid UTF-8"
     if not isinstance(value, str):
-        return f"not text ({type(value).__name__})"
+        return None, f"not text ({type(value).__name__})"
     if not value.strip():
-        return "empty"
+        return None, "empty"
     if len(value) > MAX_TEXT_CHARS:
-        return f"longer than {MAX_TEXT_CHARS} characters"
+        return None, f"longer than {MAX_TEXT_CHARS} characters"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return "invalid UTF-8 (lone surrogate)"
+        return None, "invalid UTF-8 (lone surrogate)"
+    return str(value), None
+
+
+def _number(value) -> float:
+    """A finite or infinite float, or NaN when the value is not a number. Booleans are not numbers:
+    `True` as a position or a dwell time is a producer bug, not 1."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return float("nan")
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        value = value.strip()
+    if isinstance(value, (str, int, float, np.integer, np.floating)):
+        try:
+            return float(value)
+        except (ValueError, OverflowError):
+            return float("nan")
+    return float("nan")
+
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _boolean(value):
+    """True/False, or None when the value is not clearly one: bools, 0/1, and 'true'/'false'/'0'/'1'
+    in any case."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return {0: False, 1: True}.get(value) if value == value else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        return _BOOLS.get(value.strip().lower())
     return None
 
 
+def _as_stored_text(value) -> str:
+    """Quarantine stores every value as text that Parquet can write: bytes as their repr, lone
+    surrogates escaped."""
+    if isinstance(value, bytes):
+        return repr(value)
+    text = value if isinstance(value, str) else str(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _numbers(col):
+    """A column as floats (NaN where a value is not a number); see `_number`."""
+    import numpy as np
+
+    if col.dtype.kind in "iuf":
+        return col.to_numpy(dtype=float)
+    return np.array([_number(v) for v in col], dtype=float)
+
+
 def validate_events(raw, known_doc_ids: set[str] | None = None) -> ValidatedEvents:
-    """Type and check each row; bad rows go to quarantine with the reason."""
+    """Type and check each row; bad rows go to quarantine with the reason.
+
+    A frame that cannot hold events at all (not a table, a missing or doubled column) raises
+    `DataError` naming the columns; anything wrong inside a row quarantines that row.
+    """
     import numpy as np
     import pandas as pd
 
+    if not isinstance(raw, pd.DataFrame):
+        raise DataError(f"a stream batch must be a table (pandas DataFrame), got {type(raw).__name__}")
     missing = [c for c in EVENT_COLUMNS if c not in raw.columns]
     if missing:
         raise DataError(f"stream batch lacks column(s) {', '.join(missing)}; events need {', '.join(EVENT_COLUMNS)}")
-    df = raw[EVENT_COLUMNS].reset_index(drop=True).copy()
-    reasons = pd.Series([""] * len(df), dtype=object)
+    doubled = sorted({c for c in raw.columns[raw.columns.duplicated()] if c in EVENT_COLUMNS})
+    if doubled:
+        raise DataError(f"stream batch has column(s) {', '.join(doubled)} more than once; keep one of each")
+    df = raw[EVENT_COLUMNS].reset_index(drop=True)
+    n = len(df)
+    reasons = np.full(n, "", dtype=object)
 
     def flag(mask, why):
-        mask = pd.Series(mask, index=df.index).fillna(True).astype(bool) & (reasons == "")
+        mask = np.asarray(mask, dtype=bool) & (reasons == "")
         reasons[mask] = why
 
-    for col in ("event_id", "query_id", "query", "locale", "doc_id"):
-        problems = df[col].map(_text_problem)
-        has = problems.notna()
-        for idx in np.flatnonzero(has.to_numpy()):
-            if reasons[idx] == "":
-                reasons[idx] = f"{col}: {problems[idx]}"
-    ts = pd.to_datetime(df["ts"], errors="coerce", utc=True)
-    flag(ts.isna(), "ts: not a timestamp")
-    pos = pd.to_numeric(df["position"], errors="coerce")
-    flag(pos.isna() | (pos < 1) | (pos != pos.round()), "position: not a whole number >= 1")
-    clicked = df["clicked"].map(
-        lambda v: v if isinstance(v, (bool, np.bool_)) else
-        {0: False, 1: True, "0": False, "1": True, "true": True, "false": False}.get(
-            v.lower() if isinstance(v, str) else v, None) if isinstance(v, (str, int, np.integer)) else None)
-    flag(clicked.isna(), "clicked: not a boolean")
-    dwell = pd.to_numeric(df["dwell_s"], errors="coerce")
-    flag(dwell.isna() | (dwell < 0) | ~np.isfinite(dwell.fillna(-1)), "dwell_s: not a number >= 0")
+    text = {}
+    for col in TEXT_COLUMNS:
+        pairs = [_text(v) for v in df[col]]
+        text[col] = pd.Series([t for t, _ in pairs], dtype=object)
+        for i, (_, problem) in enumerate(pairs):
+            if problem and reasons[i] == "":
+                reasons[i] = f"{col}: {problem}"
+    # Typed columns (what the simulator and Parquet readers produce) take the vectorized path;
+    # object columns are checked value by value.
+    if df["ts"].dtype.kind == "M":
+        ts = pd.to_datetime(df["ts"], utc=True)
+    else:   # ISO 8601 only: a bare number is ambiguous (seconds? nanoseconds?), not a timestamp
+        ts = pd.to_datetime(df["ts"].astype(object).map(lambda v: None if isinstance(v, (bool, int, float, np.number))
+                                                        else v), errors="coerce", utc=True, format="ISO8601")
+    flag(ts.isna().to_numpy(), "ts: not a timestamp (ISO 8601)")
+    pos = _numbers(df["position"])
+    with np.errstate(invalid="ignore"):
+        flag(~((pos >= 1) & (pos <= MAX_POSITION) & (pos == np.round(pos))),
+             f"position: not a whole number in 1..{MAX_POSITION}")
+    clicked = df["clicked"].to_numpy(dtype=object) if df["clicked"].dtype == bool else \
+        np.array([_boolean(v) for v in df["clicked"]], dtype=object)
+    flag(pd.isna(clicked), "clicked: not a boolean (true/false/1/0)")
+    dwell = _numbers(df["dwell_s"])
+    with np.errstate(invalid="ignore"):
+        flag(~(np.isfinite(dwell) & (dwell >= 0)), "dwell_s: not a finite number >= 0")
     if known_doc_ids is not None:
-        flag(~df["doc_id"].isin(known_doc_ids), "doc_id: unknown document")
-    dup = df["event_id"].duplicated(keep="first") & (reasons == "")
+        flag(~text["doc_id"].isin(known_doc_ids).to_numpy(), "doc_id: unknown document")
+    # Duplicates among otherwise valid rows (as decoded text, so b"e1" and "e1" are one id):
+    # a corrupt copy quarantined for its own reason does not cost the good copy its place.
+    ok = reasons == ""
+    dup = np.zeros(n, dtype=bool)
+    dup[ok] = text["event_id"][ok].duplicated(keep="first").to_numpy()
     flag(dup, "event_id: duplicate event")
 
     bad = reasons != ""
-    # Quarantine keeps each offending value readable (bytes as their repr): nothing is lost.
-    quarantined = df[bad].apply(lambda col: col.map(lambda v: repr(v) if isinstance(v, bytes) else str(v)))
-    quarantined = quarantined.assign(reason=reasons[bad])
-    valid = df[~bad].copy()
-    valid["ts"] = ts[~bad]
-    valid["position"] = pos[~bad].astype("int32")
-    valid["clicked"] = clicked[~bad].astype(bool)
-    valid["dwell_s"] = dwell[~bad].astype("float64")
-    for col in ("event_id", "query_id", "query", "locale", "doc_id"):
-        valid[col] = valid[col].map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v).astype(str)
-    out = ValidatedEvents(valid.reset_index(drop=True), quarantined.reset_index(drop=True))
-    assert out.counts["total"] == len(raw), "validation must account for every row"
+    quarantined = df[bad].astype(object).map(_as_stored_text).reset_index(drop=True)
+    quarantined.insert(0, "row", np.flatnonzero(bad).astype("int64"))
+    quarantined["reason"] = pd.Series(list(reasons[bad]), dtype=object)
+    good = ~bad
+    valid = pd.DataFrame({col: text[col][good].astype(str).to_numpy() for col in TEXT_COLUMNS})
+    valid["ts"] = ts[good].reset_index(drop=True)
+    valid["position"] = pos[good].astype("int32")
+    valid["clicked"] = clicked[good].astype(bool)
+    valid["dwell_s"] = dwell[good].astype("float64")
+    out = ValidatedEvents(valid[EVENT_COLUMNS], quarantined.reset_index(drop=True))
+    if out.counts["total"] != n:
+        raise AssertionError(f"validation lost rows: {out.counts} for {n} input rows")
     return out
 
 
