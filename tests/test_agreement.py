@@ -6,7 +6,7 @@ from serm.policy import AgreementSpec
 
 
 def votes(rows):
-    return votes_frame([(q, d, a, s, g, "", 0.0, 0.0) for q, d, a, s, g in rows])
+    return votes_frame([(q, d, a, s, g, "", 0.0, 0, 0.0) for q, d, a, s, g in rows])
 
 
 def test_level1_agent_must_agree_with_itself():

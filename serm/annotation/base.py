@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from serm.agents import Agent
 
-VOTE_COLUMNS = ["query_id", "doc_id", "agent", "sample", "grade", "rationale", "latency_ms", "cost"]
+# tokens: prompt + completion tokens an API agent spent on the vote (0 for local agents);
+# cost: its price in the currency of the agent's `price_per_1k_tokens` (0 for local agents).
+VOTE_COLUMNS = ["query_id", "doc_id", "agent", "sample", "grade", "rationale", "latency_ms", "tokens", "cost"]
 
 
 @dataclass
@@ -50,4 +52,6 @@ def votes_frame(rows):
 
     df = pd.DataFrame(rows, columns=VOTE_COLUMNS)
     df["grade"] = df["grade"].astype("Int8")
+    df["tokens"] = df["tokens"].astype("int64")
+    df["cost"] = df["cost"].astype("float64")
     return df

@@ -37,5 +37,5 @@ class ClickEvidence(AnnotationAgent):
                 attract = min(1.0, clicks / imp / examine)
                 grade = grade_from_thresholds(attract, p.thresholds)
                 why = f"{clicks}/{imp} clicks at mean rank {pos:.1f}: attractiveness {attract:.2f}"
-            rows.append((r.query_id, r.doc_id, self.name, 0, grade, why, 0.0, 0.0))
+            rows.append((r.query_id, r.doc_id, self.name, 0, grade, why, 0.0, 0, 0.0))
         return votes_frame(rows)

@@ -70,5 +70,5 @@ class EmbeddingJudge(AnnotationAgent):
             for s in range(p.samples):
                 sim = float(qv[i * p.samples + s] @ dv[i])
                 rows.append((r.query_id, r.doc_id, self.name, s, grade_from_thresholds(sim, p.thresholds),
-                             f"cosine {sim:.3f}", round(per_pair_ms, 2), 0.0))
+                             f"cosine {sim:.3f}", round(per_pair_ms, 2), 0, 0.0))
         return votes_frame(rows)

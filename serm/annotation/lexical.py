@@ -48,6 +48,6 @@ class LexicalJudge(AnnotationAgent):
                         grade = grade_from_thresholds(rel, p.thresholds)
                         why = f"bm25 {scores[pos[r.doc_id]]:.2f} = {rel:.2f} of the best document"
                     rows.append((r.query_id, r.doc_id, self.name, s, grade, why,
-                                 round((time.perf_counter() - t0) * 1000, 2), 0.0))
+                                 round((time.perf_counter() - t0) * 1000, 2), 0, 0.0))
                     t0 = time.perf_counter()
         return votes_frame(rows)
