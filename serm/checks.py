@@ -220,13 +220,56 @@ def _run_suite(labels, named: list[tuple[str, Any]]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- entry point
+def history_partition(history_grades) -> dict:
+    """The grade distribution of the labels so far, add-one smoothed: every grade keeps some
+    mass, so KL(round || history) stays finite for a grade history never saw."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(history_grades, dtype=int), minlength=len(GRADES))[: len(GRADES)] + 1.0
+    return {"values": list(GRADES), "weights": [float(w) for w in counts / counts.sum()]}
+
+
+def _distribution_expectations(spec, labels, history_grades) -> list[tuple[str, Any]]:
+    import great_expectations.expectations as gxe
+
+    if history_grades is None or len(history_grades) < spec.min_history_labels or not len(labels):
+        return []
+    part = history_partition(history_grades)
+    shares = ", ".join(f"{g}: {w:.2f}" for g, w in zip(part["values"], part["weights"]))
+    return [(f"grade distribution KL vs the {len(history_grades)} labels so far ({shares}) < {spec.max_grade_kl}",
+             gxe.ExpectColumnKLDivergenceToBeLessThan(column="grade", partition_object=part,
+                                                      threshold=float(spec.max_grade_kl)))]
+
+
+def abstention_frame(spec, abstention: dict[str, float]):
+    """One row per voting agent: its level-1 abstention rate and the bound it must stay under.
+    The `human` agent abstains wherever nobody reviewed the pair, by design: not checked."""
+    import pandas as pd
+
+    rows = [(a, float(r), float(spec.max_abstention_per_agent.get(a, spec.max_abstention)))
+            for a, r in sorted(abstention.items()) if a != "human"]
+    return pd.DataFrame(rows, columns=["agent", "abstention", "bound"])
+
+
+def _abstention_expectations(frame) -> list[tuple[str, Any]]:
+    import great_expectations.expectations as gxe
+
+    bounds = ", ".join(f"{a} <= {b}" for a, b in zip(frame.agent, frame.bound))
+    return [(f"level-1 abstention per agent ({bounds})",
+             gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="bound", column_B="abstention", or_equal=True))]
+
+
 def check_labels(labels, known_query_ids: set[str], known_doc_ids: set[str], spec, escalated: int = 0,
-                 out_path: Path | None = None) -> CheckReport:
+                 out_path: Path | None = None, abstention: dict[str, float] | None = None,
+                 history_grades=None) -> CheckReport:
     """Validate a round's trainable labels (the caller passes the accepted/human rows).
 
     labels: DataFrame with the label contract's columns; known_*_ids: the ids that exist in
     the corpus; spec: `serm.policy.ChecksSpec`; escalated: candidates escalated and still
-    open this round; out_path: where to write the report JSON (atomically).
+    open this round; out_path: where to write the report JSON (atomically); abstention:
+    level-1 abstention rate per agent (bounded by the policy); history_grades: the grades of
+    every label before this round, seed set included (the round's distribution must stay
+    within `max_grade_kl` of theirs once there are `min_history_labels`).
     Returns a CheckReport; call `.raise_for_failure()` to stop the round on failure.
     """
     escalated = int(escalated)
@@ -241,7 +284,18 @@ def check_labels(labels, known_query_ids: set[str], known_doc_ids: set[str], spe
         results.append(_result("label columns present", "computed", missing, False,
                                f"missing column(s) {missing}; the label contract needs {list(REQUIRED_COLUMNS)}"))
     else:
-        results += _run_suite(labels, _expectations(spec, labels, set(known_query_ids), set(known_doc_ids)))
+        results += _run_suite(labels, _expectations(spec, labels, set(known_query_ids), set(known_doc_ids))
+                              + _distribution_expectations(spec, labels, history_grades))
+    if abstention:
+        frame = abstention_frame(spec, abstention)
+        if len(frame):
+            for r in _run_suite(frame, _abstention_expectations(frame)):
+                if not r["success"]:
+                    over = frame[frame.abstention > frame.bound]
+                    r["observed"] = "; ".join(f"{a} abstained on {x:.0%} of pairs (bound {b:.0%})"
+                                              for a, x, b in zip(over.agent, over.abstention, over.bound))
+                    r["unexpected_examples"] = over.agent.tolist()[:MAX_EXAMPLES]
+                results.append(r)
 
     total = escalated + n
     share = escalated / total if total else 0.0

@@ -184,6 +184,55 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_escalations_list(args) -> int:
+    from serm.annotation import escalations
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    queue, resolved = escalations.read_queue(ws.data), escalations.read_resolved(ws.data)
+    waiting = escalations.pending(resolved)
+    print(f"{len(queue)} escalation(s) open, {len(resolved)} resolved ({len(waiting)} not trained on yet)")
+    if len(queue):
+        by_round = queue.groupby("round").size().to_dict()
+        print("open by round: " + ", ".join(f"r{r}: {n}" for r, n in sorted(by_round.items())))
+        for r in queue.head(args.show).itertuples(index=False):
+            print(f"  {r.query_id} / {r.doc_id} (round {r.round}): {r.why} [{r.agents}]")
+    return 0
+
+
+def cmd_escalations_export(args) -> int:
+    from serm.annotation import escalations
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    queue = escalations.read_queue(ws.data)
+    ext = {"csv": "csv", "labelstudio": "json", "argilla": "json"}[args.format]
+    out = Path(args.out) if args.out else Path(f"escalations-{args.format}.{ext}")
+    written = escalations.export(queue, args.format, out)
+    print(f"{len(queue)} open escalation(s) written to {', '.join(map(str, written))}")
+    if not len(queue):
+        print("the queue is empty: nothing waits for review")
+    return 0
+
+
+def cmd_escalations_import(args) -> int:
+    from serm import stages, versioning
+    from serm.annotation import escalations
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    ws.require()
+    with ws.lock(wait=args.wait):
+        stages.recover(ws)
+        resolutions, still_open = escalations.parse_resolutions(Path(args.file), escalations.read_queue(ws.data))
+        result = escalations.apply_resolutions(ws.data, resolutions, Path(args.file).name)
+        sha = versioning.commit_version(ws, f"serm: {result['resolved']} escalation(s) resolved by reviewers "
+                                            f"({Path(args.file).name})")
+    print(f"imported {result['resolved']} grade(s) from {args.file} ({still_open} left blank); "
+          f"{result['queue_left']} escalation(s) still open; commit {sha[:10]}. The next round trains on them.")
+    return 0
+
+
 def cmd_pipeline_compile(args) -> int:
     from pipelines.evolution import compile_pipeline
 
@@ -253,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = pol.add_parser("validate", help="validate a policy file: prints OK or every error")
     sp.add_argument("file")
     sp.set_defaults(fn=cmd_policy_validate)
+
+    esc = sub.add_parser("escalations", help="the human review queue: list, export, import").add_subparsers(
+        dest="escalations_cmd", required=True)
+    sp = esc.add_parser("list", help="open and resolved escalations")
+    sp.add_argument("--show", type=int, default=10, help="open escalations to print (default 10)")
+    ws_args(sp, policy=False, wait=False)
+    sp.set_defaults(fn=cmd_escalations_list)
+    sp = esc.add_parser("export", help="write the open escalations for reviewers")
+    sp.add_argument("--format", choices=["csv", "labelstudio", "argilla"], default="csv")
+    sp.add_argument("--out", "-o", help="file to write (default: escalations-FORMAT.csv|json)")
+    ws_args(sp, policy=False, wait=False)
+    sp.set_defaults(fn=cmd_escalations_export)
+    sp = esc.add_parser("import", help="read reviewers' grades (CSV, Label Studio export, Argilla records)")
+    sp.add_argument("file")
+    ws_args(sp, policy=False)
+    sp.set_defaults(fn=cmd_escalations_import)
 
     pipe = sub.add_parser("pipeline", help="Kubeflow pipeline tools").add_subparsers(dest="pipeline_cmd", required=True)
     sp = pipe.add_parser("compile", help="write the pipeline's IR YAML")

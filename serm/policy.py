@@ -216,7 +216,10 @@ class AgreementSpec(_Strict):
     intra_min_share: float = Field(0.66, gt=0.0, le=1.0, description="2 of 3 samples = 0.667")
     inter_min_agents: int = Field(2, ge=1)
     inter_max_spread: int = Field(1, ge=0, le=3)
-    aggregate: Literal["majority"] = "majority"
+    aggregate: Literal["majority", "dawid_skene", "weighted"] = Field(
+        "majority", description="majority vote, Dawid-Skene posterior, or a reliability-weighted vote")
+    reliability: Literal["dawid_skene", "human_audit"] = Field(
+        "dawid_skene", description="weighted: agent accuracies from Dawid-Skene or from audited human labels")
 
 
 class HumanSpec(_Strict):
@@ -238,16 +241,18 @@ class AnnotationSpec(_Strict):
 
     @model_validator(mode="after")
     def _enough_agents(self):
-        if self.agreement.inter_min_agents > len(self.agents):
+        # The `human` agent decides the pairs a reviewer graded and takes no part in agreement.
+        voters = [a for a in self.agents if a.name != "human"]
+        if self.agreement.inter_min_agents > len(voters):
             raise ValueError(
                 f"agreement.inter_min_agents={self.agreement.inter_min_agents} but only "
-                f"{len(self.agents)} agent(s) are listed; add agents or lower inter_min_agents"
+                f"{len(voters)} agent(s) besides `human` are listed; add agents or lower inter_min_agents"
             )
         return self
 
 
 class ChecksSpec(_Strict):
-    min_agreement: float = Field(0.5, ge=0.0, le=1.0)
+    min_agreement: float = Field(0.5, ge=0.0, le=1.0, description="mean agreement of accepted labels at least")
     max_escalated_share: float = Field(0.8, ge=0.0, le=1.0)
 
 
@@ -260,6 +265,7 @@ class ModelSpec(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
 
 
+    cache: bool = Field(True, description="reuse votes of the same agent configuration on the same pair")
 class TrainingSpec(_Strict):
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(4e-5, gt=0.0, lt=1.0)
@@ -281,6 +287,12 @@ class EvaluationSpec(_Strict):
         if any(k < 1 for k in v):
             raise ValueError("every k must be >= 1")
         return v
+    max_grade_kl: float = Field(1.0, gt=0.0, description="KL divergence of the round's grade distribution from "
+                                "the labels so far (seed included) at most")
+    min_history_labels: int = Field(50, ge=1, description="compare grade distributions only with this many labels so far")
+    max_abstention: float = Field(0.95, ge=0.0, le=1.0, description="level-1 abstention rate of any agent at most")
+    max_abstention_per_agent: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict, description="agent -> its own abstention bound (e.g. click_evidence, human)")
 
 
 class PromotionSpec(_Strict):

@@ -316,18 +316,81 @@ def stage_mine(ws: Workspace, policy, round_no: int, out_dir: Path, log=_log_def
 
 
 # --------------------------------------------------------------------------- annotate
+def model_loader(ws: Workspace, policy):
+    """`ref -> RelevanceModel` for agents that grade with a model (the teacher): a workspace
+    version (`v3`), or a model directory (relative paths from the workspace). Each model is
+    loaded once."""
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.refs import model_source
+
+    loaded: dict = {}
+
+    def load(ref: str):
+        if ref not in loaded:
+            where = ws.root / ref
+            with model_source(str(where) if where.is_dir() else ref, ws.root) as src:
+                loaded[ref] = RelevanceModel.load(src.path, src.spec(policy.model), device=policy.training.device)
+        return loaded[ref]
+
+    return load
+
+
+def audit_frame(ws: Workspace, intra_min_share: float):
+    """Every earlier level-1 grade of a pair a human graded: agent, grade, human_grade. The
+    `weighted` vote's `human_audit` reliabilities are measured on it."""
+    import pandas as pd
+
+    from serm.annotation.agreement import level1
+
+    frames = []
+    for rdir in sorted((ws.data / "rounds").glob("r*")):
+        vf, lf = rdir / "votes.parquet", rdir / "labels.parquet"
+        if not (vf.exists() and lf.exists()):
+            continue
+        labels = read_parquet(lf)
+        humans = labels.loc[labels.status == "human", ["query_id", "doc_id", "grade"]].rename(columns={"grade": "human_grade"})
+        if len(humans):
+            l1 = level1(read_parquet(vf), intra_min_share)
+            frames.append(l1[l1.agent != "human"].merge(humans, on=["query_id", "doc_id"])[["agent", "grade", "human_grade"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["agent", "grade", "human_grade"])
+
+
 def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, out_dir: Path,
                    log=_log_default) -> dict:
+    import pandas as pd
+
     from serm import simulation
+    from serm.annotation import escalations
     from serm.annotation.annotate import annotate
     from serm.annotation.base import AnnotationContext
+    from serm.annotation.cache import VoteCache
     from serm.annotation.human import SimulatedHuman
     from serm.data import xquad
 
+    spec = policy.annotation
     cands = read_parquet(candidates_path)
-    ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + round_no)
-    human = SimulatedHuman(policy.annotation.human.budget, simulation.oracle(policy))
-    votes, labels, open_esc, report = annotate(ctx, policy.annotation, round_no, policy.hash(), human, log)
+    events = read_parquet(ws.staging(round_no) / "ingest" / "events.parquet")[["query_id", "doc_id", "position", "clicked"]]
+    resolved = escalations.read_resolved(ws.data)
+    ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + round_no, events=events,
+                            resolved=resolved, models=model_loader(ws, policy))
+    human = SimulatedHuman(spec.human.budget, simulation.oracle(policy))
+    audits = audit_frame(ws, spec.agreement.intra_min_share) if spec.agreement.reliability == "human_audit" else None
+    cache = VoteCache(ws.dot / "cache" / "votes.sqlite") if spec.cache else None
+    try:
+        votes, labels, open_esc, report = annotate(ctx, spec, round_no, policy.hash(), human, log, cache, audits)
+    finally:
+        if cache is not None:
+            cache.close()
+    # Reviewer grades imported since the last round train now, mined again or not.
+    waiting = escalations.pending(resolved)
+    waiting = waiting[[k not in set(zip(labels.query_id, labels.doc_id)) for k in zip(waiting.query_id, waiting.doc_id)]]
+    if len(waiting):
+        labels = pd.concat([labels, pd.DataFrame({
+            "query_id": waiting.query_id, "doc_id": waiting.doc_id, "grade": waiting.grade.astype("Int8"),
+            "agreement": 1.0, "status": "human", "agents": [f"human={int(g)}" for g in waiting.grade],
+            "why": "resolved by a reviewer (imported)", "round": round_no, "policy_hash": policy.hash()})],
+            ignore_index=True)
+    report["reviewer_resolutions_trained"] = int(len(waiting))
     # Simulation-only diagnostic: how right were the accepted labels? (never used by the pipeline)
     gold = simulation.oracle(policy)
     acc = labels[labels.status == "accepted"]
@@ -336,12 +399,16 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
         report["simulation_accepted_label_accuracy"] = round(float((acc["grade"].astype(int).to_numpy() == truth).mean()), 4)
     write_parquet(votes, out_dir / "votes.parquet")
     write_parquet(labels, out_dir / "labels.parquet")
-    write_parquet(open_esc, out_dir / "escalations.parquet")
+    write_parquet(escalations.queue_rows(open_esc, cands, round_no), out_dir / "escalations.parquet")
     atomic_write_json(out_dir / "annotation_report.json", report)
+    atomic_write_json(out_dir / "cost_ledger.json", {"round": round_no, "cost": report["cost"],
+                                                     "tokens": report["tokens"], "agents": report["ledger"]})
     log(f"[annotate] {report['candidates']} candidates: {report['accepted']} accepted, "
-        f"{report['human_resolved']} resolved by the (simulated) human, {report['escalated_open']} escalated and open, "
-        f"{report['rejected']} rejected")
-    return report
+        f"{report['human_resolved']} resolved by people ({report['reviewer_resolutions_trained']} imported, rest by "
+        f"the simulated reviewer), {report['escalated_open']} escalated and open, {report['rejected']} rejected; "
+        f"{report['cached_votes']} votes from the cache, cost {report['cost']}")
+    return {k: report[k] for k in ("candidates", "accepted", "human_resolved", "escalated_open", "rejected",
+                                   "cached_votes", "cost", "tokens")}
 
 
 # --------------------------------------------------------------------------- check
@@ -350,6 +417,10 @@ def trainable(labels):
 
 
 def stage_check(ws: Workspace, policy, labels_path: Path, out_dir: Path, log=_log_default) -> dict:
+    import json
+
+    import pandas as pd
+
     from serm.checks import check_labels
     from serm.data import xquad
 
@@ -359,8 +430,12 @@ def stage_check(ws: Workspace, policy, labels_path: Path, out_dir: Path, log=_lo
     known_q = set(xquad.load_questions().query_id)
     known_d = set(xquad.load_paragraphs().doc_id)
     cols = ["query_id", "doc_id", "grade", "agreement", "status", "round", "policy_hash"]
-    report = check_labels(train_rows[cols], known_q, known_d,
-                          policy.checks, escalated=escalated, out_path=out_dir / "label_checks.json")
+    ann_report = labels_path.parent / "annotation_report.json"
+    abstention = json.loads(ann_report.read_text()).get("level1_abstention") if ann_report.exists() else None
+    history = pd.concat([read_parquet(ws.data / "seed" / "train.parquet")["grade"], all_labels(ws)["grade"]],
+                        ignore_index=True).dropna().astype(int)
+    report = check_labels(train_rows[cols], known_q, known_d, policy.checks, escalated=escalated,
+                          out_path=out_dir / "label_checks.json", abstention=abstention, history_grades=history)
     n_ok = sum(r["success"] for r in report.results)
     log(f"[check] Great Expectations: {n_ok}/{len(report.results)} expectations met on {len(train_rows)} labels")
     report.raise_for_failure()
@@ -454,6 +529,25 @@ def recover(ws: Workspace, log=_log_default) -> None:
         versioning.restore_committed(ws)
 
 
+def update_escalations(ws: Workspace, round_no: int, labels, round_escalations) -> None:
+    """The workspace queue gains the round's open escalations and loses every pair the round
+    labelled; reviewer resolutions the round trained on are marked with its number."""
+    from serm.annotation import escalations
+
+    labelled = set(zip(*[trainable(labels)[c] for c in ("query_id", "doc_id")]))
+    queue = escalations.read_queue(ws.data)
+    queue = queue[[k not in labelled for k in zip(queue.query_id, queue.doc_id)]]
+    queue = escalations.merge_queue(queue, round_escalations)
+    resolved = escalations.read_resolved(ws.data)
+    if len(resolved):
+        humans = set(zip(*[labels.loc[labels.status == "human", c] for c in ("query_id", "doc_id")]))
+        now = resolved["trained_round"].isna() & [k in humans for k in zip(resolved.query_id, resolved.doc_id)]
+        resolved.loc[now, "trained_round"] = round_no
+        write_parquet(resolved, escalations.resolved_path(ws.data))
+    if len(queue) or escalations.queue_path(ws.data).exists():
+        write_parquet(queue, escalations.queue_path(ws.data))
+
+
 def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: str,
                  model_dir: Path | None, metrics: dict | None, log=_log_default) -> dict:
     """Move the round's keepers from staging into `data/`, then version them (one commit; a
@@ -470,7 +564,8 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     keep = {"ingest": ["events.parquet", "quarantine.parquet", "query_frame.parquet"],
             "drift": ["drift.html", "drift.json"],
             "mine": ["candidates.parquet", "mining_report.json"],
-            "annotate": ["votes.parquet", "labels.parquet", "escalations.parquet", "annotation_report.json"],
+            "annotate": ["votes.parquet", "labels.parquet", "escalations.parquet", "annotation_report.json",
+                         "cost_ledger.json"],
             "check": ["label_checks.json"], "evaluate": ["metrics.json"]}
     for sub, names in keep.items():
         for name in names:
@@ -479,9 +574,8 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
                 shutil.copy2(src, rdir / name)
     labels_file = rdir / "labels.parquet"
     if labels_file.exists():
-        from serm.stages import trainable as _trainable
-
-        write_parquet(_trainable(read_parquet(labels_file)), ws.data / "labels" / f"r{round_no:04d}.parquet")
+        update_escalations(ws, round_no, read_parquet(labels_file), read_parquet(rdir / "escalations.parquet"))
+        write_parquet(trainable(read_parquet(labels_file)), ws.data / "labels" / f"r{round_no:04d}.parquet")
 
     tag = None
     new_state = dict(state, rounds_done=round_no, next_batch=state["next_batch"] + 1)

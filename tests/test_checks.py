@@ -132,3 +132,24 @@ def test_no_progress_bars_on_a_round_sized_frame(capfd):
     r = check_labels(big, known_q, known_d, ChecksSpec(), escalated=30)
     assert r.success, [x for x in r.results if not x["success"]]
     assert "Calculating Metrics" not in capfd.readouterr().err
+
+
+def test_a_round_whose_grades_break_from_history_fails_the_distribution_check():
+    history = [0] * 500 + [3] * 100                     # mostly negatives, as candidate lists are
+    all_relevant = labels().assign(grade=3)
+    r = check_labels(all_relevant, Q, D, ChecksSpec(max_grade_kl=1.0), history_grades=history)
+    msg = failed_message(r)
+    assert "grade distribution KL" in msg and "observed" in msg
+    mixed = labels().assign(grade=[0, 0, 3, 0])
+    assert check_labels(mixed, Q, D, ChecksSpec(max_grade_kl=1.0), history_grades=history).success
+    # Too little history to compare against: the check is not run.
+    assert check_labels(all_relevant, Q, D, ChecksSpec(min_history_labels=1000), history_grades=history).success
+
+
+def test_an_agent_abstaining_beyond_its_bound_fails_the_gate():
+    spec = ChecksSpec(max_abstention=0.5, max_abstention_per_agent={"click_evidence": 0.9})
+    ok = {"lexical": 0.1, "click_evidence": 0.8, "human": 1.0}      # human abstains by design
+    assert check_labels(labels(), Q, D, spec, abstention=ok).success
+    r = check_labels(labels(), Q, D, spec, abstention={"lexical": 0.7, "click_evidence": 0.8})
+    msg = failed_message(r)
+    assert "lexical abstained on 70% of pairs (bound 50%)" in msg and "click_evidence abstained" not in msg

@@ -2,8 +2,11 @@
 
 from serm.annotation.click_evidence import ClickEvidence
 from serm.annotation.embedding import EmbeddingJudge
+from serm.annotation.human import HumanJudge
 from serm.annotation.lexical import LexicalJudge
+from serm.annotation.llm_judge import LLMJudge
+from serm.annotation.teacher import Teacher
 
-REGISTRY = {cls.name: cls for cls in (LexicalJudge, EmbeddingJudge, ClickEvidence)}
+REGISTRY = {cls.name: cls for cls in (LexicalJudge, EmbeddingJudge, ClickEvidence, Teacher, HumanJudge, LLMJudge)}
 
 __all__ = ["REGISTRY"]

@@ -1,35 +1,74 @@
-"""The annotation stage: every agent votes, two-level agreement decides, escalations go to
-human review; only accepted and human-resolved labels are trainable."""
+"""The annotation stage: every agent votes (through the vote cache), two-level agreement
+decides, escalations go to human review; only accepted and human-resolved labels are trainable.
+
+The `human` agent is not one voter among others: where a reviewer graded a pair, that grade is
+the label (status `human`); it takes no part in the agreement of the other agents.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 from serm.agents import build
-from serm.annotation.agreement import level1, level2
-from serm.annotation.base import AnnotationContext
+from serm.annotation.agreement import level1, level2, reliabilities
+from serm.annotation.base import AnnotationContext, is_transient
+
+HUMAN = "human"
 
 
-def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, human=None, log=print):
-    """Returns (votes, labels, open_escalations, report)."""
+def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, human=None, log=print,
+             cache=None, audits=None):
+    """Returns (votes, labels, open_escalations, report).
+
+    `human`: a `SimulatedHuman` (or None) resolving escalations up to its budget; `cache`: a
+    `VoteCache` (or None); `audits`: earlier level-1 grades beside human grades (agent, grade,
+    human_grade) for `reliability: human_audit`.
+    """
     import time
 
     import pandas as pd
 
     from serm.annotation import REGISTRY
+    from serm.annotation.cache import agent_key
 
-    all_votes, timings = [], {}
+    all_votes, ledger = [], {}
     for agent_spec in spec.agents:
         agent = build(REGISTRY, agent_spec)
         t0 = time.perf_counter()
-        v = agent.vote(ctx)
-        timings[agent.name] = round(time.perf_counter() - t0, 2)
-        log(f"  {agent}: {len(v)} votes, {int(v['grade'].isna().sum())} abstentions ({timings[agent.name]}s)")
+        cached, todo = None, ctx.pairs
+        if cache is not None:
+            key = agent_key(agent)
+            cached, hit = cache.lookup(key, ctx.pairs)
+            todo = ctx.pairs[~hit]
+        fresh = agent.vote(dataclasses.replace(ctx, pairs=todo)) if len(todo) else None
+        if cache is not None and fresh is not None:
+            cache.store(key, todo, fresh)
+        parts = [f.assign(cached=c) for f, c in ((cached, True), (fresh, False)) if f is not None and len(f)]
+        if not parts:
+            continue
+        v = pd.concat(parts, ignore_index=True)
+        seconds = round(time.perf_counter() - t0, 2)
+        for member, g in v.groupby("agent", sort=False):
+            ledger[member] = _ledger_entry(g, seconds)
+        log(f"  {agent}: {len(v)} votes ({int(v.cached.sum())} cached), "
+            f"{int(v['grade'].isna().sum())} abstentions ({seconds}s)")
         all_votes.append(v)
     votes = pd.concat(all_votes, ignore_index=True)
+    votes["cached"] = votes["cached"].astype(bool)
+
     per_agent = level1(votes, spec.agreement.intra_min_share)
-    labels = level2(per_agent, spec.agreement, spec.on_disagreement, round_no, policy_hash)
+    by_human = per_agent[(per_agent.agent == HUMAN) & per_agent.grade.notna()]
+    machine = per_agent[per_agent.agent != HUMAN]
+    decided = set(zip(by_human.query_id, by_human.doc_id))
+    machine = machine[[k not in decided for k in zip(machine.query_id, machine.doc_id)]]
+    labels = level2(machine, spec.agreement, spec.on_disagreement, round_no, policy_hash, audits)
+    if len(by_human):
+        labels = pd.concat([labels, pd.DataFrame({
+            "query_id": by_human.query_id, "doc_id": by_human.doc_id, "grade": by_human.grade.astype("Int8"),
+            "agreement": 1.0, "status": "human", "agents": [f"human={int(g)}" for g in by_human.grade],
+            "why": "resolved by a reviewer", "round": round_no, "policy_hash": policy_hash})], ignore_index=True)
 
     escalated = labels[labels.status == "escalated"]
-    resolved = labels.iloc[0:0]
     if human is not None and len(escalated):
         resolved, escalated = human.resolve(escalated)
         labels = pd.concat([labels[labels.status != "escalated"], resolved, escalated], ignore_index=True)
@@ -44,9 +83,27 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         "rejected": int((labels.status == "rejected").sum()),
         "escalated_total": int((labels.status == "escalated").sum() + (labels.status == "human").sum()),
         "level1_abstention": abstain,
-        "agent_seconds": timings,
+        "aggregate": spec.agreement.aggregate,
+        "ledger": ledger,
+        "cost": round(sum(e["cost"] for e in ledger.values()), 6),
+        "tokens": int(sum(e["tokens"] for e in ledger.values())),
+        "cached_votes": int(votes.cached.sum()),
+        "agent_seconds": {k: e["seconds"] for k, e in ledger.items()},
         "mean_agreement_accepted": round(float(labels.loc[labels.status == "accepted", "agreement"].mean()), 4)
         if (labels.status == "accepted").any() else None,
         "grade_distribution": {int(k): int(v) for k, v in labels["grade"].dropna().astype(int).value_counts().items()},
     }
+    if spec.agreement.aggregate == "weighted" and len(machine):
+        report["reliability"] = reliabilities(machine, spec.agreement, audits)
     return votes, labels, labels[labels.status == "escalated"].copy(), report
+
+
+def _ledger_entry(g, seconds: float) -> dict:
+    """What one jury member did and cost this round; cached votes cost nothing again."""
+    fresh = g[~g.cached]
+    return {"votes": int(len(g)), "pairs": int(g[["query_id", "doc_id"]].drop_duplicates().shape[0]),
+            "cached_votes": int(g.cached.sum()), "abstentions": int(g["grade"].isna().sum()),
+            "transport_errors": int(sum(is_transient(r) for r in fresh["rationale"])),
+            "tokens": int(fresh["tokens"].sum()), "cost": round(float(fresh["cost"].sum()), 6),
+            "mean_latency_ms": round(float(fresh["latency_ms"].mean()), 2) if len(fresh) else 0.0,
+            "seconds": seconds}

@@ -8,6 +8,7 @@ samples from perturbed inputs (query-token dropout) so level-1 agreement means s
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from serm.agents import Agent
@@ -23,6 +24,13 @@ class AnnotationContext:
                          # impressions, clicks, mean_position, mean_dwell_s
     documents: "object"  # DataFrame: doc_id, title, text, locale (the corpus, for BM25 statistics)
     seed: int
+    events: "object" = None    # the batch's impressions (query_id, doc_id, position, clicked), for
+                               # click models; None: agents use the pair aggregates
+    resolved: "object" = None  # human resolutions so far (query_id, doc_id, grade, reviewer, ...)
+    models: Callable[[str], object] | None = None  # model reference (version "v3", directory) ->
+                                                   # a loaded RelevanceModel, for the `teacher`
+    truth: Callable[[str, str], int] | None = None  # simulation only: the hidden grade of a pair,
+                                                    # for agents named as simulated (noisy_judge)
 
 
 def grade_from_thresholds(value: float, thresholds) -> int:
@@ -41,7 +49,19 @@ def perturb(query: str, share: float, rng) -> str:
     return " ".join(w for w, k in zip(words, keep) if k)
 
 
+#: Rationale prefix of a vote that failed in transport (timeout, refused, 5xx after retries):
+#: an abstention that says nothing about the pair, so the vote cache does not keep it.
+TRANSIENT = "transport error: "
+
+
+def is_transient(rationale) -> bool:
+    return isinstance(rationale, str) and rationale.startswith(TRANSIENT)
+
+
 class AnnotationAgent(Agent):
+    #: Params that cannot change a grade (timeouts, concurrency, ...): left out of the cache key.
+    cache_ignore: frozenset[str] = frozenset()
+
     @abstractmethod
     def vote(self, ctx: AnnotationContext):
         """Return a DataFrame with VOTE_COLUMNS."""

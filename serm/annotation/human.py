@@ -1,15 +1,40 @@
-"""Human review of escalated pairs.
+"""People in the loop.
 
-`SimulatedHuman` stands in for reviewers in the default run and benchmarks: it resolves up to
-`budget` escalations per round with the hidden gold grade (a simulation, named as such in every
-report). Real reviewers go through `export_queue` / `import_resolutions` (CSV).
+- `human` (agent): votes the grade a reviewer gave a pair (escalations resolved with
+  `serm escalations import`), and abstains on every other pair. A human vote decides the
+  label (status `human`), whatever the other agents said.
+- `SimulatedHuman`: stands in for reviewers in the default run and benchmarks. It resolves up
+  to `budget` escalations per round with the hidden gold grade; every report names it as a
+  simulation.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from serm.agents import AgentParams
+from serm.annotation.base import AnnotationAgent, AnnotationContext, votes_frame
 
-from serm.errors import DataError
+
+class HumanJudge(AnnotationAgent):
+    name = "human"
+
+    class Params(AgentParams):
+        pass
+
+    def vote(self, ctx: AnnotationContext):
+        resolved = {}
+        if ctx.resolved is not None and len(ctx.resolved):
+            latest = ctx.resolved.drop_duplicates(["query_id", "doc_id"], keep="last")
+            reviewers = latest["reviewer"] if "reviewer" in latest else [""] * len(latest)
+            resolved = {(q, d): (int(g), r) for q, d, g, r in zip(latest.query_id, latest.doc_id, latest.grade, reviewers)}
+        rows = []
+        for r in ctx.pairs.itertuples(index=False):
+            hit = resolved.get((r.query_id, r.doc_id))
+            if hit is None:
+                rows.append((r.query_id, r.doc_id, self.name, 0, None, "no human resolution", 0.0, 0, 0.0))
+            else:
+                rows.append((r.query_id, r.doc_id, self.name, 0, hit[0], f"resolved by reviewer {hit[1] or '(unnamed)'}",
+                             0.0, 0, 0.0))
+        return votes_frame(rows)
 
 
 class SimulatedHuman:
@@ -28,31 +53,3 @@ class SimulatedHuman:
         take["status"] = "human"
         take["why"] = "resolved by " + self.name
         return take, escalated.iloc[len(take):].copy()
-
-
-def export_queue(queue, path: Path) -> Path:
-    """Write open escalations as CSV for reviewers: fill in `grade` (0-3) and import."""
-    out = queue.copy()
-    out["grade"] = ""
-    out.to_csv(path, index=False)
-    return path
-
-
-def import_resolutions(path: Path, queue):
-    """Read reviewer grades; rows left blank stay open. Unknown pairs or bad grades are errors."""
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype={"query_id": str, "doc_id": str}, keep_default_na=False)
-    for col in ("query_id", "doc_id", "grade"):
-        if col not in df.columns:
-            raise DataError(f"{path}: missing column {col!r}")
-    df = df[df["grade"].astype(str).str.strip() != ""]
-    grades = pd.to_numeric(df["grade"], errors="coerce")
-    bad = grades.isna() | ~grades.isin([0, 1, 2, 3])
-    if bad.any():
-        raise DataError(f"{path}: {int(bad.sum())} row(s) with a grade outside 0-3, e.g. {df.loc[bad, 'grade'].iloc[0]!r}")
-    known = set(zip(queue.query_id, queue.doc_id))
-    unknown = [k for k in zip(df.query_id, df.doc_id) if k not in known]
-    if unknown:
-        raise DataError(f"{path}: {len(unknown)} pair(s) are not in the escalation queue, e.g. {unknown[0]}")
-    return df.assign(grade=grades.astype("Int8"))

@@ -75,22 +75,22 @@ def fit_pbm(pair: "object", rank: "object", impressions: "object", clicks: "obje
     return alpha, theta, it
 
 
-def impression_cells(ctx: MiningContext):
+def impression_cells(pairs, events=None):
     """(pair row, rank, impressions, clicks) cells from the batch's events, or from the pair
     aggregates (rank = rounded mean position) when the context has no events."""
     import numpy as np
     import pandas as pd
 
-    keys = pd.MultiIndex.from_frame(ctx.pairs[["query_id", "doc_id"]])
-    if ctx.events is not None and len(ctx.events):
-        g = ctx.events.groupby(["query_id", "doc_id", "position"], sort=False)["clicked"].agg(["size", "sum"]).reset_index()
+    keys = pd.MultiIndex.from_frame(pairs[["query_id", "doc_id"]])
+    if events is not None and len(events):
+        g = events.groupby(["query_id", "doc_id", "position"], sort=False)["clicked"].agg(["size", "sum"]).reset_index()
         row = keys.get_indexer(pd.MultiIndex.from_frame(g[["query_id", "doc_id"]]))
         keep = row >= 0
         return row[keep], g["position"].to_numpy()[keep], g["size"].to_numpy()[keep], g["sum"].to_numpy()[keep]
-    imp = ctx.pairs["impressions"].fillna(0).to_numpy()
+    imp = pairs["impressions"].fillna(0).to_numpy()
     keep = imp > 0
-    rank = np.maximum(1, np.round(ctx.pairs["mean_position"].fillna(1).to_numpy()))
-    return (np.flatnonzero(keep), rank[keep].astype(int), imp[keep], ctx.pairs["clicks"].fillna(0).to_numpy()[keep])
+    rank = np.maximum(1, np.round(pairs["mean_position"].fillna(1).to_numpy()))
+    return (np.flatnonzero(keep), rank[keep].astype(int), imp[keep], pairs["clicks"].fillna(0).to_numpy()[keep])
 
 
 class ClickModel(MiningAgent):
@@ -113,7 +113,7 @@ class ClickModel(MiningAgent):
         key = str(self)
         if key not in ctx.shared:
             p = self.params
-            pair, rank, n, c = impression_cells(ctx)
+            pair, rank, n, c = impression_cells(ctx.pairs, ctx.events)
             ctx.shared[key] = fit_pbm(pair, rank, n, c, len(ctx.pairs), p.prior_mean, p.prior_strength,
                                       p.examination_exponent, p.examination_strength, p.max_iter)
         return ctx.shared[key]

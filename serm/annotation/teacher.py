@@ -1,0 +1,67 @@
+"""`teacher`: a stronger relevance model (a model directory or a workspace version) grades the
+pair with the most probable grade of its 4-grade head.
+
+Repeated samples (`samples > 1`) score perturbed queries (a share of the words dropped), so
+level-1 agreement asks whether the teacher's grade survives small changes of the input. The
+teacher abstains where its most probable grade is below `min_confidence`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+
+from serm.agents import AgentParams
+from serm.annotation.base import AnnotationAgent, AnnotationContext, perturb, votes_frame
+from serm.errors import DataError
+
+
+class Teacher(AnnotationAgent):
+    name = "teacher"
+    cache_ignore = frozenset({"batch_size"})
+
+    class Params(AgentParams):
+        model: str = Field(description="a model directory, or a version of the workspace (v3)")
+        samples: int = Field(1, ge=1, le=20, description="1 + perturbed re-scorings")
+        perturbation: float = Field(0.15, ge=0.0, lt=1.0, description="share of query words dropped per extra sample")
+        min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="abstain below this top-grade probability")
+        batch_size: int | None = Field(None, ge=1)
+
+    def vote(self, ctx: AnnotationContext):
+        import numpy as np
+
+        p = self.params
+        if ctx.models is None:
+            raise DataError("the teacher agent needs a model loader in its context; run it through the annotate stage")
+        model = ctx.models(p.model)
+        pairs = ctx.pairs.reset_index(drop=True)
+        queries = []
+        for s in range(p.samples):
+            if s == 0:
+                queries.append(pairs["query"].tolist())
+                continue
+            qs = []
+            for r in pairs.itertuples(index=False):
+                rng = np.random.default_rng([ctx.seed, 11, s, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+                qs.append(perturb(r.query, p.perturbation, rng))
+            queries.append(qs)
+        t0 = time.perf_counter()
+        flat = [q for qs in queries for q in qs]
+        n = len(pairs)
+        proba = model.predict_proba(flat, pairs["doc_title"].tolist() * p.samples,
+                                    pairs["doc_text"].tolist() * p.samples, p.batch_size)
+        per_vote_ms = round((time.perf_counter() - t0) * 1000 / max(1, len(flat)), 2)
+        top = proba.argmax(axis=1)
+        conf = proba.max(axis=1)
+        expected = model.expected_grade(proba)
+        rows = []
+        for s in range(p.samples):
+            for i, r in enumerate(pairs.itertuples(index=False)):
+                j = s * n + i
+                if conf[j] < p.min_confidence:
+                    grade, why = None, f"top grade {int(top[j])} has P={conf[j]:.2f} < min_confidence {p.min_confidence}"
+                else:
+                    grade, why = int(top[j]), f"P(grade {int(top[j])})={conf[j]:.2f}, expected grade {expected[j]:.2f}"
+                rows.append((r.query_id, r.doc_id, self.name, s, grade, why, per_vote_ms, 0, 0.0))
+        return votes_frame(rows)
