@@ -41,3 +41,7 @@ class CheckFailed(SermError):
 
 class RegistryError(SermError):
     """An agent/detector name or parameter is unknown; the message lists the valid ones."""
+
+
+class AnnotationError(SermError):
+    """An annotator agent cannot work as configured (endpoint, model, credentials)."""
