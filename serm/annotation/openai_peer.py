@@ -1,0 +1,384 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1, for tests and local trials.
+
+It is not a judge: it grades by a deterministic rule (`overlap`: the share of the query's words
+found in the passage, both parsed back out of the prompt; `constant:N`; a table of known
+(query, title) pairs; or any function), answers in the `Reason: ... / Grade: N` format (or
+JSON), and can be scripted with faults — 429s with Retry-After, 5xx, slow answers, dropped
+connections, malformed or wrong content — so a client meets what real servers do. It records
+every request (headers included) and the most requests it had in flight at once.
+
+    python -m serm.annotation.openai_peer --port 0 --rule overlap   # prints the port, serves
+
+In-process::
+
+    with Peer(rule="overlap") as peer:
+        peer.fault(status=429, retry_after="1")          # the next request gets a 429
+        ...  # point an llm_judge at peer.url
+        peer.chat_requests()[0]["headers"]["authorization"]
+
+Standard library only: it must start fast as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The innermost fenced block: a rubric may name the tags ("text inside <query> ...") before them.
+_QUERY = re.compile(r"<query>((?:(?!<query>).)*?)</query>", re.DOTALL | re.IGNORECASE)
+_PASSAGE = re.compile(r"<passage[^>]*>((?:(?!<passage).)*?)</passage>", re.DOTALL | re.IGNORECASE)
+_QUERY_LINE = re.compile(r"^\s*query\s*:\s*(.+)$", re.MULTILINE | re.IGNORECASE)
+_PASSAGE_LINE = re.compile(r"^\s*passage\s*:\s*(.+)$", re.MULTILINE | re.IGNORECASE)
+_TITLE = re.compile(r"^\s*Title:\s*(.*)$", re.MULTILINE)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+FAULT_KEYS = {"match", "times", "status", "retry_after", "retry_after_ms", "message", "delay_s", "drop",
+              "content", "grade", "grades", "body", "choices", "echo_auth", "no_usage"}
+
+
+def overlap_grade(query: str, passage: str, thresholds=(0.25, 0.5, 0.75)) -> tuple[int, str]:
+    """Share of the query's distinct words (3+ characters) that appear in the passage → 0-3."""
+    q = {w for w in _WORD.findall(query.lower()) if len(w) >= 3} or set(_WORD.findall(query.lower()))
+    p = set(_WORD.findall(passage.lower()))
+    hits = len(q & p)
+    share = hits / len(q) if q else 0.0
+    return int(sum(share >= t for t in thresholds)), f"{hits} of {len(q)} query words appear in the passage"
+
+
+class Peer:
+    """The server. `rule`: "overlap", "constant:N", a callable (query, passage) -> grade, with
+    `table` {(query, title): grade} consulted first. `api_key`: require `Bearer <key>` (401
+    otherwise). `models`: the served model names (404 for others; None serves any name and
+    echoes it). `supports_n=False` answers one choice whatever `n` asks (as some servers do)."""
+
+    def __init__(self, rule="overlap", *, table=None, host="127.0.0.1", port=0, api_key=None, models=None,
+                 supports_n=True, style="line", delay_s=0.0, thresholds=(0.25, 0.5, 0.75)):
+        if style not in ("line", "json"):
+            raise ValueError("style must be 'line' or 'json'")
+        self.rule, self.table, self.style = rule, dict(table or {}), style
+        self.host, self.port, self.api_key, self.models = host, port, api_key, models
+        self.supports_n, self.delay_s, self.thresholds = supports_n, delay_s, tuple(thresholds)
+        self.requests: list[dict] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._faults: list[dict] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = None
+        self._thread = None
+        self._ids = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Peer:
+        peer = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.peer = peer
+        self._server = _Server((self.host, self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="openai-peer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()   # wakes handlers sleeping in a slow-response fault
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Peer:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The API base an OpenAI client takes (`.../v1`)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    # ------------------------------------------------------------------ scripting
+    def fault(self, **fault) -> Peer:
+        """Queue a fault for the next matching chat request(s). Keys:
+        match (substring of the prompt; default: any request), times (default 1);
+        status (+ retry_after, retry_after_ms, message): answer that HTTP error;
+        delay_s: wait before answering; drop: close the connection without an answer;
+        content: the text of every choice; grade / grades (one per choice): override the rule;
+        body: a raw 200 body; choices: return this many; echo_auth: put the received
+        Authorization header into the content (a hostile server); no_usage: omit `usage`."""
+        unknown = set(fault) - FAULT_KEYS
+        if unknown:
+            raise ValueError(f"unknown fault key(s) {sorted(unknown)}; valid: {sorted(FAULT_KEYS)}")
+        with self._lock:
+            self._faults.append({"times": 1, **fault})
+        return self
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def chat_requests(self) -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def _take_fault(self, prompt: str) -> dict:
+        with self._lock:
+            for f in self._faults:
+                if f["times"] > 0 and (f.get("match") is None or f["match"] in prompt):
+                    f["times"] -= 1
+                    return dict(f)
+        return {}
+
+    # ------------------------------------------------------------------ grading
+    def grade(self, query: str, passage: str, title: str) -> tuple[int, str]:
+        if (query, title) in self.table:
+            return int(self.table[(query, title)]), "a known pair"
+        rule = self.rule
+        if callable(rule):
+            return int(rule(query, passage)), "graded by the peer's rule"
+        if isinstance(rule, str) and rule.startswith("constant:"):
+            return int(rule.split(":", 1)[1]), "the peer's constant grade"
+        if rule == "overlap":
+            return overlap_grade(query, passage, self.thresholds)
+        raise ValueError(f"unknown rule {rule!r}; use overlap, constant:N or a function")
+
+    def answer(self, prompt: str) -> tuple[int | None, str]:
+        """(grade, content) for a prompt: the query and passage are read back out of it."""
+        q, p = _QUERY.search(prompt), _PASSAGE.search(prompt)
+        q = q or _QUERY_LINE.search(prompt)
+        p = p or _PASSAGE_LINE.search(prompt)
+        if not q or not p:
+            return None, "I cannot find a query and a passage in this prompt."
+        passage = p.group(1).strip()
+        t = _TITLE.search(passage)
+        title = t.group(1).strip() if t else ""
+        grade, reason = self.grade(q.group(1).strip(), passage, title)
+        return grade, self.render(grade, reason)
+
+    def render(self, grade, reason: str) -> str:
+        if self.style == "json":
+            return json.dumps({"reason": reason, "grade": grade})
+        return f"Reason: {reason}.\nGrade: {grade}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False   # stop() must not wait on a keep-alive connection a client left open
+
+
+def _words(text: str) -> int:
+    return len(str(text).split())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive, as real servers
+    server_version = "serm-openai-peer/0.1"
+    peer: Peer
+
+    def log_message(self, fmt, *args):   # quiet: tests read `peer.requests` instead
+        pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):
+            pass   # the client gave up (its timeout): nothing to answer
+
+    # ------------------------------------------------------------------ routes
+    def do_GET(self):
+        self._record(None)
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            names = self.peer.models or ["serm-peer"]
+            self._json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "serm-openai-peer"} for m in names]})
+        elif self.path in ("/health", "/v1/health"):
+            self._json(200, {"status": "ok"})
+        else:
+            self._error(404, f"no route {self.path}", "not_found")
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            body = None
+        record = self._record(body)
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            return self._error(404, f"no route {self.path}", "not_found")
+        peer = self.peer
+        with peer._lock:
+            peer._in_flight += 1
+            peer.max_in_flight = max(peer.max_in_flight, peer._in_flight)
+        try:
+            self._chat(body, record)
+        finally:
+            with peer._lock:
+                peer._in_flight -= 1
+            record["t_end"] = time.monotonic()
+
+    def _chat(self, body, record):
+        peer = self.peer
+        auth = self.headers.get("Authorization", "")
+        if peer.api_key is not None and auth != f"Bearer {peer.api_key}":
+            # Echoes what it received, as a careless server might: the client must redact it.
+            return self._error(401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')!r}",
+                               "invalid_api_key", "invalid_request_error")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
+            return self._error(400, "the body must be JSON with `model` and `messages`", "invalid_request")
+        model = body["model"]
+        if peer.models is not None and model not in peer.models:
+            return self._error(404, f"The model `{model}` does not exist", "model_not_found", "invalid_request_error")
+        prompt = "\n".join(_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+        fault = peer._take_fault(prompt)
+        record["fault"] = fault
+        delay = fault.get("delay_s", peer.delay_s)
+        if delay and peer._stopping.wait(delay):
+            return
+        if fault.get("drop"):
+            self.close_connection = True   # no answer at all: "server disconnected"
+            return
+        if "status" in fault:
+            headers = {}
+            if fault.get("retry_after") is not None:
+                headers["Retry-After"] = str(fault["retry_after"])
+            if fault.get("retry_after_ms") is not None:
+                headers["retry-after-ms"] = str(fault["retry_after_ms"])
+            message = fault.get("message", "scripted fault")
+            if fault.get("echo_auth"):
+                message += f" (you sent {auth})"
+            return self._error(fault["status"], message, f"http_{fault['status']}", headers=headers)
+        if "body" in fault:
+            return self._send(200, str(fault["body"]).encode(), "application/json")
+
+        n = body.get("n", 1)
+        n = n if isinstance(n, int) and 1 <= n <= 128 else 1
+        k = n if peer.supports_n else 1
+        k = min(k, fault["choices"]) if "choices" in fault else k
+        grade, content = peer.answer(prompt)
+        contents = []
+        for j in range(k):
+            if "content" in fault:
+                text = fault["content"]
+            elif "grades" in fault or "grade" in fault:
+                g = fault["grades"][j % len(fault["grades"])] if "grades" in fault else fault["grade"]
+                text = peer.render(g, "a scripted grade")
+            else:
+                text = content
+            if fault.get("echo_auth"):
+                text = f"Your header was {auth}\n{text}"
+            contents.append(text)
+        record["grade"] = grade
+        peer._ids += 1
+        reply = {
+            "id": f"chatcmpl-peer-{peer._ids}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": "serm-openai-peer",
+            "choices": [{"index": j, "message": {"role": "assistant", "content": c}, "logprobs": None,
+                         "finish_reason": "stop"} for j, c in enumerate(contents)],
+        }
+        if not fault.get("no_usage"):
+            pt, ct = _words(prompt), sum(_words(c) for c in contents)
+            reply["usage"] = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+            record["usage"] = reply["usage"]
+        self._json(200, reply)
+
+    # ------------------------------------------------------------------ helpers
+    def _record(self, body) -> dict:
+        record = {"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                  "body": body, "t_start": time.monotonic(), "t_end": None}
+        with self.peer._lock:
+            self.peer.requests.append(record)
+        return record
+
+    def _error(self, status, message, code, kind="server_error", headers=None):
+        self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+
+    def _json(self, status, obj, headers=None):
+        self._send(status, json.dumps(obj).encode(), "application/json", headers)
+
+    def _send(self, status, data: bytes, ctype, headers=None):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+
+def _text(content) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _load_table(path: str) -> dict:
+    """JSONL lines {"query": ..., "title": ..., "grade": N}."""
+    table = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    table[(row["query"], row.get("title", ""))] = int(row["grade"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise SystemExit(f"{path}:{n}: expected {{\"query\", \"title\", \"grade\"}} ({exc})") from None
+    return table
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m serm.annotation.openai_peer",
+                                 description="An OpenAI-compatible test server that grades by a fixed rule.")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="0: a free port (printed on the first line)")
+    ap.add_argument("--rule", default="overlap", help="overlap | constant:N")
+    ap.add_argument("--table", help="JSONL of {query, title, grade}: known pairs, consulted first")
+    ap.add_argument("--models", help="comma-separated model names to serve (default: any)")
+    ap.add_argument("--api-key-env", help="require `Authorization: Bearer $NAME` (name of the variable)")
+    ap.add_argument("--style", choices=["line", "json"], default="line")
+    ap.add_argument("--no-n", action="store_true", help="ignore `n`: answer one choice")
+    ap.add_argument("--delay-s", type=float, default=0.0)
+    args = ap.parse_args(argv)
+    import os
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            ap.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    if args.rule != "overlap" and not re.fullmatch(r"constant:[0-3]", args.rule):
+        ap.error("--rule must be overlap or constant:N (N in 0-3)")
+    peer = Peer(args.rule, table=_load_table(args.table) if args.table else None, host=args.host, port=args.port,
+                api_key=key, models=args.models.split(",") if args.models else None,
+                supports_n=not args.no_n, style=args.style, delay_s=args.delay_s).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(peer.port, flush=True)
+    print(f"openai_peer: serving {peer.url} (rule {args.rule}); Ctrl-C stops", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    peer.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
