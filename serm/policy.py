@@ -231,6 +231,7 @@ class AnnotationSpec(_Strict):
     agreement: AgreementSpec = Field(default_factory=AgreementSpec)
     on_disagreement: Literal["escalate", "drop"] = "escalate"
     human: HumanSpec = Field(default_factory=HumanSpec)
+    cache: bool = Field(True, description="reuse votes of the same agent configuration on the same pair")
 
     @field_validator("agents")
     @classmethod
@@ -254,6 +255,12 @@ class AnnotationSpec(_Strict):
 class ChecksSpec(_Strict):
     min_agreement: float = Field(0.5, ge=0.0, le=1.0, description="mean agreement of accepted labels at least")
     max_escalated_share: float = Field(0.8, ge=0.0, le=1.0)
+    max_grade_kl: float = Field(1.0, gt=0.0, description="KL divergence of the round's grade distribution from "
+                                "the labels so far (seed included) at most")
+    min_history_labels: int = Field(50, ge=1, description="compare grade distributions only with this many labels so far")
+    max_abstention: float = Field(0.95, ge=0.0, le=1.0, description="level-1 abstention rate of any agent at most")
+    max_abstention_per_agent: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict, description="agent -> its own abstention bound (e.g. click_evidence, human)")
 
 
 # --------------------------------------------------------------------------- model
@@ -265,7 +272,6 @@ class ModelSpec(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
 
 
-    cache: bool = Field(True, description="reuse votes of the same agent configuration on the same pair")
 class TrainingSpec(_Strict):
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(4e-5, gt=0.0, lt=1.0)
@@ -287,12 +293,6 @@ class EvaluationSpec(_Strict):
         if any(k < 1 for k in v):
             raise ValueError("every k must be >= 1")
         return v
-    max_grade_kl: float = Field(1.0, gt=0.0, description="KL divergence of the round's grade distribution from "
-                                "the labels so far (seed included) at most")
-    min_history_labels: int = Field(50, ge=1, description="compare grade distributions only with this many labels so far")
-    max_abstention: float = Field(0.95, ge=0.0, le=1.0, description="level-1 abstention rate of any agent at most")
-    max_abstention_per_agent: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
-        default_factory=dict, description="agent -> its own abstention bound (e.g. click_evidence, human)")
 
 
 class PromotionSpec(_Strict):
