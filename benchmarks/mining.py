@@ -39,12 +39,9 @@ ALL_AGENTS = ["user_feedback", "click_model", "uncertainty", "disagreement", "no
 CHEAP = ["user_feedback", "click_model", "novelty"]
 
 
-def build_batch(policy, n_pairs: int, tokenizer, max_query_tokens: int):
+def build_batch(policy, n_pairs: int):
     """Candidate lists of queries taken round-robin across locales until `n_pairs` pairs, the
-    English seed queries (the reference), and the simulated impressions. Queries longer than
-    `max_query_tokens` are left out: `RelevanceModel.encode` truncates only the document side
-    and fails on a query that alone fills `max_length` (many ru/el/ar/hi questions do under the
-    English MiniLM vocabulary)."""
+    English seed queries (the reference), and the simulated impressions."""
     import numpy as np
     import pandas as pd
 
@@ -53,9 +50,6 @@ def build_batch(policy, n_pairs: int, tokenizer, max_query_tokens: int):
 
     d = policy.data
     q, paras = xquad.load_questions(), xquad.load_paragraphs()
-    q_tokens = np.fromiter(map(len, tokenizer(q["query"].tolist())["input_ids"]), dtype=np.int64, count=len(q))
-    too_long = q_tokens > max_query_tokens
-    q = q[~too_long]
     split = xquad.split_question_ids(policy.seed, d.test_queries, d.seed_queries)
     seed_ids, stream_ids = set(split["seed"]), split["stream"]
     per_query = 1 + d.candidates.hard_negatives + d.candidates.random_negatives
@@ -82,7 +76,7 @@ def build_batch(policy, n_pairs: int, tokenizer, max_query_tokens: int):
                   dwell=("dwell_s", "sum")).reset_index()
     feats["mean_dwell_s"] = np.where(feats.clicks > 0, feats.dwell / feats.clicks.clip(lower=1), 0.0)
     pairs = cands.drop(columns=["grade", "question_id"]).merge(feats.drop(columns="dwell"), on=["query_id", "doc_id"])
-    return pairs, events[["query_id", "doc_id", "position", "clicked"]], reference, int(too_long.sum())
+    return pairs, events[["query_id", "doc_id", "position", "clicked"]], reference
 
 
 def mining_spec(policy, prefilter: bool):
@@ -119,14 +113,14 @@ def main(argv=None) -> dict:
     spec = policy.model.model_copy(update={"max_length": args.max_length})
     model = RelevanceModel.load(args.model, spec, device="cpu")
     t0 = time.perf_counter()
-    pairs, events, reference, too_long = build_batch(policy, args.pairs, model.tokenizer, spec.max_length // 2)
+    pairs, events, reference = build_batch(policy, args.pairs)
     build_s = time.perf_counter() - t0
     model.score_frame(pairs.head(64))  # warm-up: first-call allocations are not the pass's cost
     from serm.annotation.embedding import embed
 
     embed(reference[:8])
     print(f"batch: {len(pairs)} pairs, {pairs.query_id.nunique()} queries, {pairs.locale.nunique()} locales "
-          f"(built in {build_s:.0f}s; {too_long} XQuAD questions over {spec.max_length // 2} tokens left out); reference: {len(reference)} {policy.data.seed_locale} training queries; "
+          f"(built in {build_s:.0f}s); reference: {len(reference)} {policy.data.seed_locale} training queries; "
           f"model {args.model}, max_length {spec.max_length}, passage {spec.passage} ({spec.window_words} words), "
           f"batch {spec.batch_size}, {torch.get_num_threads()} CPU threads", flush=True)
 
@@ -173,7 +167,6 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"pairs": n, "queries": int(pairs.query_id.nunique()), "locales": int(pairs.locale.nunique()),
-              "questions_left_out_too_long": too_long,
               "reference_queries": len(reference), "model": args.model, "max_length": spec.max_length,
               "threads": torch.get_num_threads(), "runs": runs,
               "agent_stats": {k: v["agent_stats"] for k, v in reports.items()}}

@@ -9,7 +9,7 @@ One 4-label cross-encoder is built (the packaged all-MiniLM-L6-v2 with a fresh h
 saved SERM model), saved to a temporary HF directory and loaded from there by
 `CrossEncoder(dir, num_labels=4, max_length=...)`. Both sides get the identical (query, document)
 strings: the document is `model_inputs(..., passage="head")`, i.e. `title: text` with no
-query-biased window, and both truncate only the document (`only_second`) at max_length.
+query-biased window, and both truncate the longer side first (`longest_first`) at max_length.
 Timings cover the whole call (tokenizing included), each side warmed up first, the sides
 alternating over the repeats; the median is reported. The run fails (exit 1) when the two sides'
 logits disagree: Spearman below --min-spearman on any of the 4 classes or on the expected grade.
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     same_weights = all(torch.equal(a, b) for a, b in zip(ours.model.state_dict().values(),
                                                          st[0].auto_model.state_dict().values()))
     st_kwargs = {"apply_softmax": False, "show_progress_bar": False,
-                 "processing_kwargs": {"text": {"truncation": "only_second"}}}
+                 "processing_kwargs": {"text": {"truncation": "longest_first"}}}
 
     def run_ours(bs, fast=True):
         ours.fast_path = fast

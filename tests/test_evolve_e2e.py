@@ -27,6 +27,12 @@ def serm(ws, *args, check=True):
     return res
 
 
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
 def git(ws, *args):
     return subprocess.run(["git", *args], cwd=ws, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -74,9 +80,41 @@ def test_round_one_runs_the_whole_pipeline(ws, v0_checksum):
     assert not (ws / ".serm" / "rounds" / "r0001").exists(), "staging is cleaned after the commit"
 
 
+def test_reviewers_resolve_escalations_between_rounds(ws, tmp_path):
+    import pandas as pd
+
+    from serm.annotation import escalations
+    from serm.data import xquad
+
+    queue = escalations.read_queue(ws / "data")
+    assert len(queue) > 0, "round 1 left open escalations (the simulated reviewer's budget is 4)"
+    out = tmp_path / "review.csv"
+    serm(ws, "escalations", "export", "--format", "csv", "--out", str(out))
+    review = pd.read_csv(out, dtype=str, keep_default_na=False)
+    gold = xquad.gold_pairs()
+    review.loc[0, "grade"] = "3" if (review.query_id[0], review.doc_id[0]) in gold else "0"
+    review.to_csv(out, index=False)
+    head = git(ws, "rev-parse", "HEAD")
+    res = serm(ws, "escalations", "import", str(out))
+    assert "imported 1 grade(s)" in res.stdout
+    assert git(ws, "rev-parse", "HEAD^") == head and git(ws, "status", "--porcelain", "--", "data.dvc") == ""
+    assert len(escalations.read_queue(ws / "data")) == len(queue) - 1
+
+
 def test_round_two_evolves_on_the_next_batch(ws):
+    from serm.annotation import escalations
+
     res = serm(ws, "evolve", "--policy", str(TINY))
     assert "stream batch 2" in res.stdout and "(de)" in res.stdout
+    # The reviewer's grade from between the rounds is trained on in round 2, and marked so.
+    resolved = escalations.read_resolved(ws / "data")
+    assert resolved["trained_round"].tolist() == [2]
+    labels = pd_read(ws / "data" / "labels" / "r0002.parquet")
+    key = (resolved.query_id[0], resolved.doc_id[0])
+    assert key in set(zip(labels.query_id, labels.doc_id))
+    assert labels.set_index(["query_id", "doc_id"]).loc[key, "status"] == "human"
+    ledger = json.loads((ws / "data" / "rounds" / "r0002" / "cost_ledger.json").read_text())
+    assert {"lexical", "embedding", "click_evidence"} <= set(ledger["agents"])
     versions = json.loads(serm(ws, "versions", "--json").stdout)
     assert [v["version"] for v in versions["versions"]] == [0, 1, 2]
     assert versions["production"] == 2

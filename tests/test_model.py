@@ -61,7 +61,7 @@ def test_batched_scores_match_one_pair_at_a_time(model, pairs):
     batched = model.predict_proba(*args(pairs), batch_size=16)
     docs = model_inputs(*args(pairs), SPEC.passage, SPEC.window_words)
     for i in (0, 7, 23, 39):
-        enc = model.tokenizer(pairs["query"][i], docs[i], truncation="only_second", max_length=SPEC.max_length,
+        enc = model.tokenizer(pairs["query"][i], docs[i], truncation="longest_first", max_length=SPEC.max_length,
                               return_tensors="pt")
         with torch.inference_mode():
             alone = torch.softmax(model.model(**enc).logits[0], -1).numpy()
@@ -89,3 +89,11 @@ def test_train_with_a_validation_frame_trains_on_every_example(pairs):
     assert result.pairs == len(tr) == 30
     assert result.epochs_run == 2 and len(result.val_loss) == 2 and len(result.train_loss) == 2
     assert result.best_epoch == 1 + int(np.argmin(result.val_loss))
+
+
+def test_a_query_longer_than_max_length_is_scored_not_refused(model):
+    """A question that alone fills max_length (Cyrillic under an English vocabulary does) is cut
+    with its document instead of failing the batch."""
+    long_query = " ".join(["Почему"] * (SPEC.max_length * 2))
+    proba = model.predict_proba([long_query, "who wrote it"], ["A", "B"], ["some text " * 50, "short"])
+    assert proba.shape == (2, 4) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)

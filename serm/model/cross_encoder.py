@@ -88,7 +88,11 @@ class RelevanceModel:
 
     # ------------------------------------------------------------------ scoring
     def encode(self, queries, docs):
-        return self.tokenizer(list(queries), list(docs), truncation="only_second",
+        # longest_first: a pair over max_length loses tokens from its longer side, which is the
+        # document for any query shorter than half of max_length. `only_second` would raise on a
+        # query that alone fills max_length (a Cyrillic or Thai question can, under an English
+        # WordPiece vocabulary).
+        return self.tokenizer(list(queries), list(docs), truncation="longest_first",
                               max_length=self.spec.max_length, padding=False)
 
     def logits(self, queries, titles, texts, batch_size: int | None = None):
