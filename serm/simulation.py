@@ -58,6 +58,12 @@ def batch_candidates(policy, batch_no: int):
     return xquad.candidate_lists(qs, p, d.candidates.hard_negatives, d.candidates.random_negatives, policy.seed)
 
 
+def hidden_grade(policy):
+    """`(query_id, doc_id) -> grade` of the hidden truth (3 for a question's paragraph, else 0)."""
+    gold = oracle(policy)
+    return lambda query_id, doc_id: 3 if (query_id, doc_id) in gold else 0
+
+
 def oracle(policy) -> set[tuple[str, str]]:
     from serm.data import xquad
 

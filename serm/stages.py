@@ -373,7 +373,7 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
     resolved = escalations.read_resolved(ws.data)
     ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + round_no, events=events,
                             resolved=resolved, models=model_loader(ws, policy))
-    human = SimulatedHuman(spec.human.budget, simulation.oracle(policy))
+    human = SimulatedHuman(spec.human.budget, simulation.hidden_grade(policy))
     audits = audit_frame(ws, spec.agreement.intra_min_share) if spec.agreement.reliability == "human_audit" else None
     cache = VoteCache(ws.dot / "cache" / "votes.sqlite") if spec.cache else None
     try:

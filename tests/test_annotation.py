@@ -166,3 +166,20 @@ def test_policy_rejects_inter_min_agents_that_only_the_human_could_reach():
 
     with pytest.raises(ValidationError, match="besides `human`"):
         AnnotationSpec(agents=[{"name": "lexical"}, {"name": "human"}], agreement={"inter_min_agents": 2})
+
+
+def test_noisy_judge_keeps_the_hidden_grade_at_its_accuracy_and_refuses_real_streams():
+    from serm.annotation.noisy_judge import NoisyJudge
+    from serm.errors import DataError
+
+    many = pairs_frame([(f"q{i}", "d", "x", "", 1, 0, 1.0) for i in range(2000)])
+    truth = {f"q{i}": i % 4 for i in range(2000)}
+    ctx = AnnotationContext(pairs=many, documents=DOCS, seed=5, truth=lambda q, d: truth[q])
+    v = NoisyJudge(accuracy=0.7, max_error=1).vote(ctx)
+    right = (v["grade"].astype(int).to_numpy() == np.array([truth[q] for q in v.query_id]))
+    assert abs(right.mean() - 0.7) < 0.03
+    wrong = v[~right]
+    assert (abs(wrong["grade"].astype(int).to_numpy() - np.array([truth[q] for q in wrong.query_id])) == 1).all()
+    assert v["rationale"].str.startswith("simulated judge").all()
+    with pytest.raises(DataError, match="simulation agent"):
+        NoisyJudge().vote(AnnotationContext(pairs=many.head(3), documents=DOCS, seed=5))

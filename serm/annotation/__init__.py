@@ -5,8 +5,9 @@ from serm.annotation.embedding import EmbeddingJudge
 from serm.annotation.human import HumanJudge
 from serm.annotation.lexical import LexicalJudge
 from serm.annotation.llm_judge import LLMJudge
+from serm.annotation.noisy_judge import NoisyJudge
 from serm.annotation.teacher import Teacher
 
-REGISTRY = {cls.name: cls for cls in (LexicalJudge, EmbeddingJudge, ClickEvidence, Teacher, HumanJudge, LLMJudge)}
+REGISTRY = {cls.name: cls for cls in (LexicalJudge, EmbeddingJudge, ClickEvidence, Teacher, HumanJudge, LLMJudge, NoisyJudge)}
 
 __all__ = ["REGISTRY"]

@@ -40,14 +40,14 @@ class HumanJudge(AnnotationAgent):
 class SimulatedHuman:
     name = "human(simulated)"
 
-    def __init__(self, budget: int, oracle: set[tuple[str, str]]):
+    def __init__(self, budget: int, truth):
         self.budget = budget
-        self.oracle = oracle  # gold (query_id, doc_id) pairs: grade 3, else 0
+        self.truth = truth  # (query_id, doc_id) -> the hidden grade
 
     def resolve(self, escalated):
         """Returns the resolved rows (status 'human') and the still-open rest."""
         take = escalated.head(self.budget).copy()
-        take["grade"] = [3 if (q, d) in self.oracle else 0 for q, d in zip(take.query_id, take.doc_id)]
+        take["grade"] = [int(self.truth(q, d)) for q, d in zip(take.query_id, take.doc_id)]
         take["grade"] = take["grade"].astype("Int8")
         take["agreement"] = 1.0
         take["status"] = "human"
