@@ -50,7 +50,7 @@ def init_workspace(ws: Workspace, policy, policy_path: Path, log=print) -> None:
 
 def evolve(root: str | Path, policy_path: str | Path, force: bool = False, wait: bool = False, log=print) -> dict:
     from pipelines.evolution import run_local
-    from serm import stages
+    from serm import stages, versioning
     from serm.policy import load_policy
     from serm.report import summary_lines
 
@@ -61,13 +61,20 @@ def evolve(root: str | Path, policy_path: str | Path, force: bool = False, wait:
         init_workspace(ws, policy, policy_path, log)
         state = ws.state()
         round_no, batch_no = state["rounds_done"] + 1, state["next_batch"]
+        for old in sorted((ws.dot / "rounds").glob("r[0-9]*")):
+            if old.name[1:].isdigit() and int(old.name[1:]) <= state["rounds_done"]:
+                shutil.rmtree(old, ignore_errors=True)  # committed, but killed before its clean-up
+        base = versioning.git(ws, "rev-parse", "HEAD")
         man = stages.Manifest(ws, round_no)
-        if man.data.get("policy_hash") not in (None, policy.hash()):
-            log(f"[round {round_no}] the policy changed since this round started; restarting the round")
+        restart = ("the policy changed" if man.data.get("policy_hash") not in (None, policy.hash()) else
+                   "the workspace has a new commit (a rollback or an import)" if man.data.get("base") not in (None, base)
+                   else None)
+        if restart:
+            log(f"[round {round_no}] {restart} since this round started; restarting the round")
             shutil.rmtree(ws.staging(round_no))
             man = stages.Manifest(ws, round_no)
         resumed = bool(man.data["stages"])
-        man.set(batch=batch_no, policy=str(policy_path), policy_hash=policy.hash())
+        man.set(batch=batch_no, policy=str(policy_path), policy_hash=policy.hash(), base=base)
         log(f"[round {round_no}] {'resuming' if resumed else 'starting'}: stream batch {batch_no}, "
             f"production v{state['production']}, policy {policy.name} ({policy.hash()})")
 

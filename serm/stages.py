@@ -53,6 +53,7 @@ def run_stage(ws: Workspace, round_no: int, stage: str, fn, log=print):
         log(f"[{stage}] already done in this round, reusing its outputs")
         return m.data["stages"][stage].get("result")
     m.mark(stage, "running")
+    log(f"[{stage}] started (round {round_no})")  # a crash can be placed (and seen) per stage
     t0 = time.perf_counter()
     try:
         result = fn()
@@ -516,17 +517,28 @@ def promotion_decision(metrics: dict, spec) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- promote + commit
 def recover(ws: Workspace, log=_log_default) -> None:
     """Undo a promotion interrupted before its commit: committed `data.dvc`/`versions.json`
-    and the `data/` they describe are the truth."""
+    and the `data/` they describe are the truth. Also finishes what a kill between the
+    commit and its tag left (the tag), and drops the DVC cache objects that only the
+    interrupted `dvc add` wrote, so the cache holds what it held before the round."""
     from serm import versioning
 
+    versioning.clear_stale_git_lock(ws, log)
     dirty = versioning.git(ws, "status", "--porcelain", "--", "data.dvc", "versions.json")
+    orphans: set[str] = set()
     if dirty:
         log("[recover] an interrupted promotion left uncommitted version files; restoring the committed ones")
-        versioning.git(ws, "checkout", "--", *[p for p in ("data.dvc", "versions.json")
-                                                if versioning.git(ws, "ls-files", p)])
+        orphans |= versioning.uncommitted_objects(ws)
+        versioning.restore_version_files(ws)
     if not versioning.clean(ws):
         log("[recover] data/ differs from data.dvc (interrupted round); restoring the committed version")
+        orphans |= versioning.uncommitted_objects(ws)
         versioning.restore_committed(ws)
+    if orphans:
+        removed = versioning.prune_cache(ws, orphans)
+        if removed:
+            log(f"[recover] removed {removed} DVC cache object(s) that only the interrupted promotion wrote")
+    for tag in versioning.restore_missing_tags(ws):
+        log(f"[recover] the promotion was committed but not tagged; tagged it {tag}")
 
 
 def update_escalations(ws: Workspace, round_no: int, labels, round_escalations) -> None:
@@ -560,6 +572,7 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     stage = ws.staging(round_no)
     state = ws.state()
     rdir = ws.round_dir(round_no)
+    log(f"[promote] moving round {round_no}'s outputs into data/ (undone by the next run if this one dies)")
     rdir.mkdir(parents=True, exist_ok=True)
     keep = {"ingest": ["events.parquet", "quarantine.parquet", "query_frame.parquet"],
             "drift": ["drift.html", "drift.json"],
@@ -600,6 +613,7 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     write_round_report(ws, round_no, rdir)
     msg = (f"serm: round {round_no} promoted v{new_state['production']} ({reason})" if promote
            else f"serm: round {round_no} kept v{state['production']} ({reason})")
+    log(f"[version] dvc add + push of data/, then the git commit{' and tag ' + tag if tag else ''}")
     sha = versioning.commit_version(ws, msg, tag)
     log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else ""))
     return {"commit": sha, "tag": tag, "production": new_state["production"]}

@@ -175,3 +175,127 @@ def tree_checksum(path: Path) -> str:
         h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- crash recovery
+VERSION_FILES = ("data.dvc", "versions.json")
+
+
+def clear_stale_git_lock(ws: Workspace, log=print, wait_s: float = 5.0) -> None:
+    """A git command killed mid-write leaves `.git/index.lock`, and every later git command
+    refuses to run. SERM holds the workspace lock here, so a lock that outlives a short wait
+    belongs to a dead process: remove it."""
+    import time
+
+    lock = ws.root / ".git" / "index.lock"
+    deadline = time.monotonic() + wait_s
+    while lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if lock.exists():
+        log(f"[recover] removing a stale {lock} left by an interrupted git command")
+        lock.unlink(missing_ok=True)
+
+
+def restore_version_files(ws: Workspace) -> None:
+    """`data.dvc` and `versions.json` as HEAD has them, in the index and the work tree (a kill
+    after `git add` leaves the new ones staged, so a plain checkout from the index would keep
+    them). A `versions.json` that HEAD lacks (an interrupted first version) is dropped."""
+    in_head = [p for p in VERSION_FILES if git(ws, "cat-file", "-t", f"HEAD:{p}", check=False) == "blob"]
+    if in_head:
+        git(ws, "checkout", "HEAD", "--", *in_head)
+    for p in VERSION_FILES:
+        if p not in in_head:
+            git(ws, "rm", "-q", "--cached", "--ignore-unmatch", "--", p)
+            (ws.root / p).unlink(missing_ok=True)
+
+
+def cache_object(ws: Workspace, md5: str) -> Path:
+    """Where DVC 3 keeps an object (`.dvc/cache/files/md5/ab/cdef…`, `.dir` for a folder's manifest)."""
+    return ws.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def _dvc_out_md5(text: str) -> str | None:
+    import re
+
+    m = re.search(r"md5: ([0-9a-f]{32}(?:\.dir)?)", text or "")
+    return m.group(1) if m else None
+
+
+def _manifest(ws: Workspace, dir_md5: str) -> list[str] | None:
+    import json
+
+    f = cache_object(ws, dir_md5)
+    if not f.exists():
+        return None
+    return [e["md5"] for e in json.loads(f.read_text())]
+
+
+def uncommitted_objects(ws: Workspace) -> set[str]:
+    """Cache objects an interrupted `dvc add data` may have written: the md5 of every file now
+    in `data/`, the folder manifest named by the work tree's `data.dvc` and its entries."""
+    out: set[str] = set()
+    for f in sorted(p for p in ws.data.rglob("*") if p.is_file()) if ws.data.exists() else []:
+        h = hashlib.md5()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out.add(h.hexdigest())
+    dvcfile = ws.root / "data.dvc"
+    top = _dvc_out_md5(dvcfile.read_text()) if dvcfile.exists() else None
+    if top:
+        out.add(top)
+        if top.endswith(".dir"):
+            out.update(_manifest(ws, top) or [])
+    return out
+
+
+def committed_objects(ws: Workspace) -> set[str] | None:
+    """Every cache object some committed `data.dvc` (any branch or tag) refers to, or None when
+    a committed folder manifest is not in the local cache (then nobody can tell what is unused)."""
+    keep: set[str] = set()
+    for rev in git(ws, "rev-list", "--all", "--", "data.dvc").split():
+        top = _dvc_out_md5(git(ws, "show", f"{rev}:data.dvc", check=False))
+        if not top:
+            continue
+        keep.add(top)
+        if top.endswith(".dir"):
+            entries = _manifest(ws, top)
+            if entries is None:
+                return None
+            keep.update(entries)
+    return keep
+
+
+def prune_cache(ws: Workspace, candidates: set[str]) -> int:
+    """Remove the `candidates` that no committed version refers to; returns how many went.
+    Only objects of `data/` are ever candidates, so nothing else DVC tracks is touched."""
+    keep = committed_objects(ws)
+    if keep is None:
+        return 0
+    removed = 0
+    for md5 in sorted(candidates - keep):
+        f = cache_object(ws, md5)
+        if f.exists():
+            f.unlink()
+            removed += 1
+    return removed
+
+
+def restore_missing_tags(ws: Workspace) -> list[str]:
+    """Tag each committed version whose tag is missing (a kill between `git commit` and `git
+    tag`) on the first commit whose `versions.json` records it. Returns the tags made."""
+    import json
+
+    if git(ws, "cat-file", "-t", "HEAD:versions.json", check=False) != "blob":
+        return []
+    tags = set(git(ws, "tag", "--list").split())
+    missing = {v["version"]: v["tag"] for v in json.loads(git(ws, "show", "HEAD:versions.json"))["versions"]
+               if v.get("tag") and v["tag"] not in tags}
+    made = []
+    for rev in git(ws, "rev-list", "--reverse", "HEAD", "--", "versions.json").split() if missing else []:
+        recorded = {v["version"] for v in json.loads(git(ws, "show", f"{rev}:versions.json"))["versions"]}
+        for version in sorted(recorded & set(missing)):
+            tag = missing.pop(version)
+            git(ws, "tag", "-a", tag, "-m", f"serm: version v{version} (tag restored after an interrupted promotion)", rev)
+            made.append(tag)
+    return made
