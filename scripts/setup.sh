@@ -41,9 +41,23 @@ ws = Workspace.at(".")
 versioning.ensure_data(ws)
 PY
 
+# The Feast-on-Redis test starts a real redis-server (Debian package redis-server).
+need_redis() {
+  command -v redis-server >/dev/null && return 0
+  echo "[setup] installing redis-server (Debian package) for the Redis online-store test"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "[setup] redis-server is missing and this user cannot install it:" \
+      "install the Debian package redis-server (apt-get install redis-server) as root" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+    || { echo "[setup] apt-get could not install redis-server; install it by hand" >&2; exit 1; }
+}
+
 case "${1:-}" in
   evolve) shift; exec "$VENV/bin/serm" evolve "$@" ;;
-  test)   shift; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
+  test)   shift; need_redis; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
   "")     echo "[setup] done: $VENV" ;;
   *)      echo "unknown command ${1}; use: evolve | test" >&2; exit 2 ;;
 esac

@@ -55,12 +55,33 @@ def _offline(workspace: Path) -> Path:
     return _state(workspace) / "offline"
 
 
-def open_store(workspace: Path):
-    """The workspace's `feast.FeatureStore` (repo_path = `<workspace>/features`)."""
+CONFIG_ENV = "SERM_FEATURE_STORE_YAML"
+
+
+def store_config(workspace: Path) -> Path:
+    """The feature_store.yaml in use: `$SERM_FEATURE_STORE_YAML` (a path, relative to the feature
+    repo, e.g. `feature_store.redis.yaml`) when set, else `features/feature_store.yaml`. Feast
+    expands `${VAR}` in it; a variable left unset is refused here, by name."""
     repo = Path(workspace) / "features"
-    if not (repo / "feature_store.yaml").exists():
-        raise DataError(f"{repo / 'feature_store.yaml'} does not exist: {workspace} is not a SERM workspace; "
-                        "copy the project's features/ folder into it (serm init does)")
+    chosen = os.environ.get(CONFIG_ENV)
+    path = repo / (chosen or "feature_store.yaml")
+    if not path.exists():
+        where = f" (from ${CONFIG_ENV})" if chosen else ""
+        raise DataError(f"{path}{where} does not exist: {workspace} is not a SERM workspace, or the override "
+                        "names a missing file; copy the project's features/ folder into it (serm init does)"
+                        + (f" or unset {CONFIG_ENV}" if chosen else ""))
+    unset = sorted(set(re.findall(r"\$\{(\w+)\}", path.read_text())) - set(os.environ))
+    if unset:
+        raise DataError(f"{path} uses environment variable(s) {', '.join(unset)}, which are not set; "
+                        f"export them (e.g. SERM_REDIS=127.0.0.1:6379) or unset {CONFIG_ENV}")
+    return path
+
+
+def open_store(workspace: Path):
+    """The workspace's `feast.FeatureStore` (repo_path = `<workspace>/features`, configured by
+    `store_config`)."""
+    repo = Path(workspace) / "features"
+    config = store_config(workspace)
     os.environ.setdefault("FEAST_USAGE", "False")
     import warnings
 
@@ -72,7 +93,7 @@ def open_store(workspace: Path):
     warnings.filters[:] = caller_filters
 
     _state(workspace).mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(repo))
+    return FeatureStore(repo_path=str(repo), fs_yaml_file=config)
 
 
 def _load_definitions(path: Path):
@@ -99,7 +120,10 @@ def apply(workspace: Path, store=None) -> bool:
     if not path.exists():
         raise DataError(f"{path} does not exist; copy the project's features/ folder into the workspace")
     _ensure_offline_files(workspace)
-    digest = hashlib.sha256(path.read_bytes() + str(workspace).encode()).hexdigest()
+    # The store's configuration is part of the key: switching the online store (SQLite ->
+    # Redis) re-applies and fills the new store from the offline history below.
+    config = store_config(workspace)
+    digest = hashlib.sha256(path.read_bytes() + str(workspace).encode() + config.read_bytes()).hexdigest()
     marker = _state(workspace) / "definitions.sha256"
     if marker.exists() and marker.read_text() == digest and (_state(workspace) / "registry.db").exists():
         return False
@@ -112,8 +136,23 @@ def apply(workspace: Path, store=None) -> bool:
     if missing:
         raise DataError(f"{path} does not define feature view(s) {sorted(missing)}; restore it from the project")
     store.apply(objects)
+    _materialize_history(workspace, store)
     marker.write_text(digest)
     return True
+
+
+def _materialize_history(workspace: Path, store) -> None:
+    """Load every offline row into the online store (a new or switched store starts empty)."""
+    import pandas as pd
+
+    spans = []
+    for name, view in (("queries.parquet", "query_features"), ("documents.parquet", "document_features"),
+                       ("pairs.parquet", "pair_features")):
+        ts = pd.read_parquet(_offline(workspace) / name, columns=["event_timestamp"])["event_timestamp"]
+        if len(ts):
+            spans.append((view, ts.min().to_pydatetime(), ts.max().to_pydatetime()))
+    if spans:
+        _materialize(store, min(s[1] for s in spans), max(s[2] for s in spans), [s[0] for s in spans])
 
 
 def _ensure_offline_files(workspace: Path) -> None:
