@@ -233,6 +233,16 @@ def cmd_escalations_import(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from serm.bench import STRATEGIES, bench
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else STRATEGIES
+    datasets = tuple(d.strip() for d in args.datasets.split(","))
+    bench(datasets, quick=args.quick, rounds=args.rounds, seeds=args.seeds, strategies=strategies,
+          homedepot_path=args.homedepot, out_dir=args.out)
+    return 0
+
+
 def cmd_pipeline_compile(args) -> int:
     from pipelines.evolution import compile_pipeline
 
@@ -318,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     ws_args(sp, policy=False)
     sp.set_defaults(fn=cmd_escalations_import)
+
+    sp = sub.add_parser("bench", help="SERM vs self-training and ablations over rounds, on XQuAD and Home Depot")
+    sp.add_argument("--quick", action="store_true", help="smaller batches, 1 seed: about 20 minutes on 2 CPU cores")
+    sp.add_argument("--rounds", type=int, default=3)
+    sp.add_argument("--seeds", type=int, help="default: 1 with --quick, else 3")
+    sp.add_argument("--datasets", default="xquad,homedepot", help="comma-separated: xquad, homedepot")
+    sp.add_argument("--strategies", help="comma-separated subset of: serm, self_training, random, "
+                    "uncertainty_only, gold, no_new_labels (default: all)")
+    sp.add_argument("--homedepot", help="Home Depot judgments (default: ../shared/data/homedepot/judgments.parquet)")
+    sp.add_argument("--out", help="results folder (default: benchmarks/results)")
+    sp.set_defaults(fn=cmd_bench)
 
     pipe = sub.add_parser("pipeline", help="Kubeflow pipeline tools").add_subparsers(dest="pipeline_cmd", required=True)
     sp = pipe.add_parser("compile", help="write the pipeline's IR YAML")

@@ -7,12 +7,17 @@ counted in `excluded_queries`."""
 from __future__ import annotations
 
 
-def ndcg_at_k(grades, scores, k: int) -> float:
+def ndcg_at_k(grades, scores, k: int, tiebreak=None) -> float:
+    """NDCG@k of ranking by `scores` (descending). Equal scores are ordered by `tiebreak`
+    (ascending) where given, else by input order."""
     import numpy as np
 
     grades = np.asarray(grades, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")[:k]
+    if tiebreak is None:
+        order = np.argsort(-scores, kind="stable")[:k]
+    else:
+        order = np.lexsort((np.asarray(tiebreak), -scores))[:k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = ((2.0 ** grades[order] - 1.0) * discounts[: len(order)]).sum()
     ideal = np.sort(grades)[::-1][:k]
@@ -24,16 +29,22 @@ def ranking_metrics(df, ks=(4, 10)) -> dict:
     """NDCG@k of the `score` ordering within each query; `df` has query_id, grade, score.
     Any scorer's output (BM25, cosine, expected grade) is ranked the same way."""
     import numpy as np
+    import pandas as pd
 
     out: dict = {}
     per_query = {k: [] for k in ks}
     excluded = 0
-    for _, g in df.groupby("query_id", sort=False):
+    # Ties are broken by a hash of the pair, not by input order: candidate lists often put the
+    # relevant document first (XQuAD's do), and input order would hand tied scores a free hit.
+    tiebreak = (pd.util.hash_pandas_object(df[["query_id", "doc_id"]], index=False).to_numpy()
+                if "doc_id" in df.columns else np.arange(len(df)))
+    for _, idx in df.groupby("query_id", sort=False).indices.items():
+        g = df.iloc[idx]
         if len(g) < 2 or g["grade"].max() <= 0:
             excluded += 1
             continue
         for k in ks:
-            per_query[k].append(ndcg_at_k(g["grade"].to_numpy(), g["score"].to_numpy(), k))
+            per_query[k].append(ndcg_at_k(g["grade"].to_numpy(), g["score"].to_numpy(), k, tiebreak[idx]))
     for k in ks:
         out[f"ndcg@{k}"] = round(float(np.mean(per_query[k])), 4) if per_query[k] else None
     out["queries"] = len(per_query[ks[0]])

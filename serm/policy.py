@@ -216,6 +216,8 @@ class AgreementSpec(_Strict):
     intra_min_share: float = Field(0.66, gt=0.0, le=1.0, description="2 of 3 samples = 0.667")
     inter_min_agents: int = Field(2, ge=1)
     inter_max_spread: int = Field(1, ge=0, le=3)
+    inter_min_agreement: float = Field(0.0, ge=0.0, le=1.0, description="the aggregated label's agreement "
+                                       "(vote share or posterior) at least; with binary grades the spread gate is all or nothing")
     aggregate: Literal["majority", "dawid_skene", "weighted"] = Field(
         "majority", description="majority vote, Dawid-Skene posterior, or a reliability-weighted vote")
     reliability: Literal["dawid_skene", "human_audit"] = Field(

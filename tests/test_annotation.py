@@ -183,3 +183,12 @@ def test_noisy_judge_keeps_the_hidden_grade_at_its_accuracy_and_refuses_real_str
     assert v["rationale"].str.startswith("simulated judge").all()
     with pytest.raises(DataError, match="simulation agent"):
         NoisyJudge().vote(AnnotationContext(pairs=many.head(3), documents=DOCS, seed=5))
+
+
+def test_min_agreement_gate_escalates_a_split_jury_that_the_spread_gate_lets_through():
+    grades = per_agent([("q", "d", "a", 3), ("q", "d", "b", 3), ("q", "d", "c", 0), ("q", "d", "e", 0), ("q", "d", "f", 3)])
+    loose = AgreementSpec(inter_min_agents=3, inter_max_spread=3)
+    assert level2(grades, loose, "escalate", 1, "h").iloc[0].status == "accepted"
+    strict = AgreementSpec(inter_min_agents=3, inter_max_spread=3, inter_min_agreement=0.75)
+    out = level2(grades, strict, "escalate", 1, "h").iloc[0]
+    assert out.status == "escalated" and "agreement 0.6 < inter_min_agreement 0.75" in out.why

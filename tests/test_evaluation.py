@@ -33,3 +33,14 @@ def test_excluded_queries_are_counted():
     assert m["queries"] == 1 and m["excluded_queries"] == 2  # b: one candidate; c: nothing relevant
     assert m["ndcg@4"] == 1.0
     assert m["accuracy"] == 0.8
+
+
+def test_tied_scores_do_not_reward_the_candidate_listed_first():
+    """A model that scores every candidate the same must not look good because the relevant
+    document happens to come first in each candidate list (as it does in XQuAD's)."""
+    rows = [(f"q{q}", f"q{q}-d{i}", 3 if i == 0 else 0, 0.5, 0, "en") for q in range(200) for i in range(6)]
+    df = pd.DataFrame(rows, columns=["query_id", "doc_id", "grade", "score", "pred", "locale"])
+    m = metrics(df, ks=(4,))
+    # Random order of 6 with one relevant: E[NDCG@4] = (1 + 1/log2(3) + 1/2 + 1/log2(5)) / 6 = 0.49
+    assert 0.40 < m["ndcg@4"] < 0.58
+    assert metrics(df.assign(score=[1.0 if g == 3 else 0.0 for g in df.grade]), ks=(4,))["ndcg@4"] == 1.0

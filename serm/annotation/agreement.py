@@ -3,8 +3,9 @@
 Level 1 (intra-agent): an agent's samples for a pair must agree — the modal grade's share of
 its samples (abstentions count against it) must reach `intra_min_share`; otherwise the agent
 abstains on that pair.
-Level 2 (inter-agent): at least `inter_min_agents` agents must still vote, and the spread of
-their grades (max − min) must be ≤ `inter_max_spread`. The surviving votes are then aggregated
+Level 2 (inter-agent): at least `inter_min_agents` agents must still vote, the spread of
+their grades (max − min) must be ≤ `inter_max_spread`, and the aggregated label's agreement
+≥ `inter_min_agreement`. The surviving votes are then aggregated
 (`agreement.aggregate`):
 
 - `majority`: the most frequent grade (ties go to the lower grade); agreement = its share.
@@ -145,6 +146,9 @@ def level2(agent_grades, spec, on_disagreement: str, round_no: int, policy_hash:
         agreement = round(float(agreement), 4)
         if spread > spec.inter_max_spread:
             rows.append((q, d, None, agreement, fail_status, agents, f"grades spread {spread} > {spec.inter_max_spread}"))
+        elif agreement < spec.inter_min_agreement:
+            rows.append((q, d, None, agreement, fail_status, agents,
+                         f"agreement {agreement} < inter_min_agreement {spec.inter_min_agreement}"))
         else:
             rows.append((q, d, grade, agreement, "accepted", agents, ""))
     out = pd.DataFrame(rows, columns=["query_id", "doc_id", "grade", "agreement", "status", "agents", "why"])

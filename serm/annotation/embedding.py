@@ -3,6 +3,7 @@ mean pooling, offline) between the query and the document's best window, mapped 
 
 from __future__ import annotations
 
+import functools
 import time
 
 from pydantic import Field
@@ -11,10 +12,9 @@ from serm.agents import AgentParams
 from serm.annotation.base import AnnotationAgent, AnnotationContext, grade_from_thresholds, perturb, votes_frame
 
 
-def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64):
-    """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models)."""
-    import numpy as np
-    import torch
+@functools.lru_cache(maxsize=2)
+def _encoder(model_name: str):
+    """(tokenizer, encoder), loaded once per process: a miner and two annotators embed each round."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -22,8 +22,15 @@ def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: i
 
     hf_logging.disable_progress_bar()
     src = resolve_base(model_name)
-    tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModel.from_pretrained(src).eval()
+    return AutoTokenizer.from_pretrained(src), AutoModel.from_pretrained(src).eval()
+
+
+def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64):
+    """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models)."""
+    import numpy as np
+    import torch
+
+    tok, model = _encoder(model_name)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")
     with torch.inference_mode():

@@ -1,0 +1,474 @@
+"""`serm bench`: SERM against self-training and ablations, on real human-judged data with shift.
+
+Every strategy starts from the same seed model, sees the same stream and gets the same
+annotation budget per round (`budget` pairs to label); only how it picks and labels differs:
+
+- `serm`: the policy's miner (all its agents) and annotator (two-level agreement; escalations
+  go to a budgeted simulated reviewer, the rest are never trained on);
+- `self_training`: the model labels its own most confident predictions (argmax grade);
+- `random`: random pairs, the same annotator;
+- `uncertainty_only`: the `uncertainty` agent alone picks, the same annotator;
+- `gold`: SERM's picks labelled with the hidden grades (the upper bound of its annotator);
+- `no_new_labels`: the same number of training steps on replayed labels only (the control
+  that tells new labels from more training).
+
+Each round: the batch's impressions are drawn once (position-based click model on the hidden
+grades, ranked by the seed model) so every strategy sees the same stream; the strategy picks
+and labels; its model is fine-tuned on the new labels plus `replay_ratio` x budget replayed
+earlier labels (seed set included); then it is evaluated on the static test (the seed
+distribution) and the evolving test (the distribution of the newest batch), both held out.
+
+Datasets
+- `xquad` (shipped): English seed, one new language per round (`data.stream_locales`); static
+  test = English questions, evolving test = the newest language's; test question ids are held
+  out in every language.
+- `homedepot` (`../shared/data/homedepot/judgments.parquet`, never committed): queries in
+  catalogue order (their lowest product id, a proxy for when the product appeared) cut into
+  periods: the seed period, then one period per round; each period holds out test queries.
+
+The teacher is trained once per dataset on a disjoint gold pool; `noisy_judge` and the
+simulated reviewer read the hidden grades and are named as simulations. Hidden grades reach
+nothing else. Writes `benchmarks/results/evolution-<UTC>.json` and a PNG per dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serm.errors import DataError
+
+STRATEGIES = ("serm", "self_training", "random", "uncertainty_only", "gold", "no_new_labels")
+ANNOTATED = ("serm", "random", "uncertainty_only")
+ROOT = Path(__file__).resolve().parents[1]
+HOMEDEPOT = ROOT.parent / "shared" / "data" / "homedepot" / "judgments.parquet"
+POLICIES = {"xquad": ROOT / "benchmarks" / "evolution-xquad.yaml",
+            "homedepot": ROOT / "benchmarks" / "evolution-homedepot.yaml"}
+
+# Sizes (queries) per mode: quick fits 20 minutes on 2 CPU cores; full is meant for a GPU.
+SIZES = {
+    "quick": {"xquad": dict(seed=100, batch=60, test=40, teacher=150, budget=60),
+              "homedepot": dict(seed=200, batch=80, test=60, teacher=300, budget=60)},
+    "full": {"xquad": dict(seed=150, batch=200, test=80, teacher=400, budget=160),
+             "homedepot": dict(seed=600, batch=300, test=150, teacher=1500, budget=200)},
+}
+
+
+@dataclass
+class World:
+    """One dataset, prepared once: everything a strategy may see, and the hidden truth."""
+
+    name: str
+    seed_set: "object"            # canonical judgments (gold grades: the seed model's training set)
+    teacher_pool: "object"        # canonical judgments, disjoint from everything else
+    batches: list                 # per round: candidate lists (hidden `grade` kept for the simulation)
+    static_test: "object"
+    evolving_tests: list          # per round: the newest batch's distribution
+    documents: "object"           # doc_id, title, text, locale
+    truth: dict = field(default_factory=dict)   # (query_id, doc_id) -> hidden grade
+    labels: list = field(default_factory=list)  # per round: what the batch is called in the table
+
+    def grade(self, query_id, doc_id) -> int:
+        return int(self.truth.get((query_id, doc_id), 0))
+
+
+# --------------------------------------------------------------------------- worlds
+def xquad_world(policy, sizes: dict, rounds: int) -> World:
+    from serm.data import xquad
+
+    d = policy.data
+    if rounds > len(d.stream_locales):
+        raise DataError(f"xquad: {rounds} rounds need {rounds} stream locales; the policy lists {d.stream_locales}")
+    q, paras = xquad.load_questions(), xquad.load_paragraphs()
+    split = xquad.split_question_ids(policy.seed, sizes["test"], sizes["seed"])
+    test_ids, seed_ids = set(split["test"]), set(split["seed"])
+    stream = [i for i in split["stream"] if i not in seed_ids]
+    used = set(stream[: sizes["batch"]])
+    spare = [i for i in stream if i not in used]                 # never in a batch: the teacher's pool
+    hn, rn = d.candidates.hard_negatives, d.candidates.random_negatives
+
+    def cands(locale, ids):
+        qs = q[(q.locale == locale) & q.question_id.isin(set(ids))]
+        return xquad.candidate_lists(qs, paras, hn, rn, policy.seed)
+
+    locales = [d.seed_locale, *d.stream_locales[:rounds]]
+    per_loc = max(1, sizes["teacher"] // len(locales))
+    pool = [cands(loc, spare[i * per_loc:(i + 1) * per_loc]) for i, loc in enumerate(locales)]
+    import pandas as pd
+
+    truth = {(a, b): 3 for a, b in xquad.gold_pairs()}
+    return World(
+        name="xquad", seed_set=cands(d.seed_locale, seed_ids), teacher_pool=pd.concat(pool, ignore_index=True),
+        batches=[cands(loc, stream[: sizes["batch"]]) for loc in d.stream_locales[:rounds]],
+        static_test=cands(d.seed_locale, test_ids),
+        evolving_tests=[cands(loc, test_ids) for loc in d.stream_locales[:rounds]],
+        documents=xquad.documents(), truth=truth, labels=list(d.stream_locales[:rounds]))
+
+
+def homedepot_world(path: Path, policy, sizes: dict, rounds: int) -> World:
+    import numpy as np
+    import pandas as pd
+
+    from serm.data.judgments import load_judgments
+
+    df = load_judgments(path)
+    first = pd.to_numeric(df["doc_id"], errors="coerce").groupby(df["query_id"]).min()
+    order = list(first.sort_values(kind="stable").index)           # catalogue order of the queries
+    g = df.groupby("query_id")["grade"]
+    rankable = set(g.size().index[(g.size() >= 2) & (g.nunique() >= 2)])
+    rng = np.random.default_rng(policy.seed)
+
+    def period(ids, n_train):
+        """(train ids, test ids) of a period: tests are rankable queries drawn with the seed."""
+        cand = [i for i in ids if i in rankable]
+        test = set(rng.choice(cand, min(sizes["test"], len(cand)), replace=False).tolist()) if cand else set()
+        train = [i for i in ids if i not in test][:n_train]
+        return train, test
+
+    need = sizes["seed"] + sizes["test"] + rounds * (sizes["batch"] + sizes["test"]) + sizes["teacher"]
+    if len(order) < need:
+        raise DataError(f"homedepot: {len(order)} queries, the benchmark needs {need}")
+    span0 = int((sizes["seed"] + sizes["test"]) * 1.3)
+    spans = [order[:span0]]
+    cut = span0
+    for _ in range(rounds):
+        n = int((sizes["batch"] + sizes["test"]) * 1.3)
+        spans.append(order[cut:cut + n])
+        cut += n
+    seed_ids, static_ids = period(spans[0], sizes["seed"])
+    batches, tests = [], []
+    for span in spans[1:]:
+        b, t = period(span, sizes["batch"])
+        batches.append(df[df.query_id.isin(set(b))].copy())
+        tests.append(df[df.query_id.isin(t)].copy())
+    teacher_ids = order[cut:cut + sizes["teacher"]]                   # later in the catalogue, disjoint
+    docs = df.drop_duplicates("doc_id")[["doc_id", "doc_title", "doc_text", "locale"]].rename(
+        columns={"doc_title": "title", "doc_text": "text"})
+    truth = dict(zip(zip(df.query_id, df.doc_id), df.grade.astype(int)))
+    lo = [f"p{r + 1}" for r in range(rounds)]
+    return World(name="homedepot", seed_set=df[df.query_id.isin(set(seed_ids))].copy(),
+                 teacher_pool=df[df.query_id.isin(set(teacher_ids))].copy(), batches=batches,
+                 static_test=df[df.query_id.isin(static_ids)].copy(), evolving_tests=tests,
+                 documents=docs.reset_index(drop=True), truth=truth, labels=lo)
+
+
+# --------------------------------------------------------------------------- pieces
+def clone(model):
+    from serm.model.cross_encoder import RelevanceModel
+
+    return RelevanceModel(copy.deepcopy(model.model), model.tokenizer, model.spec, model.device)
+
+
+def pair_features(events):
+    """Per pair: impressions, clicks, mean position, mean dwell of the clicks (what Feast serves
+    the miner in a workspace round)."""
+    import numpy as np
+
+    g = events.groupby(["query_id", "doc_id"], sort=False)
+    f = g.agg(impressions=("clicked", "size"), clicks=("clicked", "sum"), mean_position=("position", "mean"),
+              dwell=("dwell_s", "sum")).reset_index()
+    f["mean_dwell_s"] = np.where(f.clicks > 0, f.dwell / f.clicks.clip(lower=1), 0.0)
+    return f.drop(columns="dwell")
+
+
+def _metrics(model, world: World, r: int, ks) -> dict:
+    from serm.evaluation import evaluate
+
+    out = {}
+    for split, test in (("static", world.static_test), ("evolving", world.evolving_tests[r])):
+        m = evaluate(model, test, ks)["overall"]
+        out[split] = {k: m.get(k) for k in (*(f"ndcg@{k}" for k in ks), "accuracy", "queries")}
+    return out
+
+
+def _label_accuracy(labels, world: World) -> float | None:
+    if not len(labels):
+        return None
+    truth = [world.grade(q, d) for q, d in zip(labels.query_id, labels.doc_id)]
+    return round(float((labels["grade"].astype(int).to_numpy() == truth).mean()), 4)
+
+
+@dataclass
+class Run:
+    """One strategy's state across rounds."""
+
+    strategy: str
+    model: "object"
+    previous: "object" = None
+    labels: list = field(default_factory=list)   # frames: query_id, doc_id, query, doc_title, doc_text, grade
+
+    def labelled(self) -> set:
+        return {k for f in self.labels for k in zip(f.query_id, f.doc_id)}
+
+
+def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, seed: int, round_no: int,
+                    teacher, log) -> tuple:
+    """(new trainable labels, info) for one strategy in one round."""
+    import numpy as np
+    import pandas as pd
+
+    from serm.annotation.annotate import annotate
+    from serm.annotation.base import AnnotationContext
+    from serm.annotation.human import SimulatedHuman
+    from serm.mining.base import MiningContext, ModelVersions
+    from serm.mining.combine import mine
+    from serm.policy import MiningSpec
+
+    info: dict = {}
+    s = run.strategy
+    labelled = run.labelled()
+    if s == "no_new_labels":
+        return pairs.iloc[0:0].assign(grade=pd.Series(dtype="int64")), info
+    if s == "self_training":
+        proba = run.model.score_frame(pairs)
+        conf = proba.max(axis=1)
+        fresh = np.array([k not in labelled for k in zip(pairs.query_id, pairs.doc_id)])
+        order = [i for i in np.argsort(-conf, kind="stable") if fresh[i]][:budget]
+        new = pairs.iloc[order].assign(grade=proba[order].argmax(axis=1))
+        info["pseudo_label_accuracy"] = _label_accuracy(new, world)
+        info["mean_confidence"] = round(float(conf[order].mean()), 4) if len(order) else None
+        return new, info
+    if s == "random":
+        rng = np.random.default_rng([seed, round_no, 7])
+        fresh = [i for i, k in enumerate(zip(pairs.query_id, pairs.doc_id)) if k not in labelled]
+        picked = pairs.iloc[sorted(rng.choice(fresh, min(budget, len(fresh)), replace=False))]
+    else:
+        spec = policy.mining.model_copy(update={"budget": budget})
+        if s == "uncertainty_only":
+            spec = MiningSpec.model_validate({"budget": budget, "max_per_query": policy.mining.max_per_query,
+                                              "agents": [{"name": "uncertainty", "measure": "entropy", "top_share": 1.0}]})
+        loaders = {round_no: lambda: run.model}
+        if run.previous is not None:
+            loaders[round_no - 1] = lambda: run.previous
+        reference = sorted(set(world.seed_set["query"]) | {q for f in run.labels for q in f["query"]})
+        ctx = MiningContext(pairs=pairs, events=events, reference_queries=reference,
+                            models=ModelVersions(production=round_no, loaders=loaders))
+        cands, report = mine(ctx, spec, round_no, labelled)
+        info["mined"] = int(len(cands))
+        info["per_agent"] = report.get("per_agent")
+        picked = pairs.merge(cands[["query_id", "doc_id"]], on=["query_id", "doc_id"])
+    if s == "gold":
+        new = picked.assign(grade=[world.grade(q, d) for q, d in zip(picked.query_id, picked.doc_id)])
+        return new, info
+    ctx = AnnotationContext(pairs=picked, documents=world.documents, seed=seed * 1000 + round_no, events=events,
+                            models=lambda ref: teacher, truth=world.grade)
+    human = SimulatedHuman(policy.annotation.human.budget, world.grade)
+    _, labels, _, rep = annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
+    trainable = labels[labels.status.isin(["accepted", "human"])]
+    accepted = labels[labels.status == "accepted"]
+    info.update(candidates=rep["candidates"], accepted=rep["accepted"], human_resolved=rep["human_resolved"],
+                escalated_open=rep["escalated_open"],
+                escalation_rate=round(rep["escalated_total"] / max(1, rep["candidates"]), 4),
+                accepted_label_accuracy=_label_accuracy(accepted, world),
+                trainable_label_accuracy=_label_accuracy(trainable, world))
+    new = picked.merge(trainable[["query_id", "doc_id", "grade"]], on=["query_id", "doc_id"])
+    new["grade"] = new["grade"].astype(int)
+    return new, info
+
+
+def _train_round(run: Run, world: World, policy, new, budget: int, seed: int, round_no: int):
+    import numpy as np
+    import pandas as pd
+
+    from serm.model.training import train
+
+    cols = ["query", "doc_title", "doc_text", "grade"]
+    old = pd.concat([world.seed_set[cols], *[f[cols] for f in run.labels]], ignore_index=True)
+    n_replay = int(round(policy.training.replay_ratio * budget)) + (budget if run.strategy == "no_new_labels" else 0)
+    rng = np.random.default_rng([seed, round_no, 3])
+    replay = old.iloc[rng.choice(len(old), min(n_replay, len(old)), replace=False)]
+    examples = pd.concat([new[cols], replay], ignore_index=True)
+    examples["grade"] = examples["grade"].astype("int64")
+    run.previous = clone(run.model)
+    result = train(run.model, examples, policy.training, seed * 100 + round_no, log=lambda *_: None)
+    if len(new):
+        run.labels.append(new[["query_id", "doc_id", *cols]].copy())
+    return {"examples": int(len(examples)), "new_labels": int(len(new)), "train_seconds": result.seconds}
+
+
+def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log) -> list[dict]:
+    """Every strategy over `rounds` rounds of `world` from one seed model; one record per
+    (strategy, round), round 0 being the seed model."""
+    import tempfile
+
+    from serm.data.stream import simulate_clicks
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.training import set_seed, train
+
+    t0 = time.perf_counter()
+    set_seed(seed)
+    base = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
+    teacher = None
+    if any(s in ANNOTATED for s in strategies) and any(a.name == "teacher" for a in policy.annotation.agents):
+        teacher = clone(base)
+        res = train(teacher, world.teacher_pool, policy.training, seed + 1, epochs=policy.training.seed_epochs,
+                    log=lambda *_: None)
+        log(f"  [{world.name} seed {seed}] teacher on {len(world.teacher_pool)} gold pairs ({res.seconds:.0f}s)")
+    res = train(base, world.seed_set, policy.training, seed, epochs=policy.training.seed_epochs, log=lambda *_: None)
+    log(f"  [{world.name} seed {seed}] seed model on {len(world.seed_set)} gold pairs ({res.seconds:.0f}s)")
+    # One stream for every strategy: ranked by the seed model, clicks from the hidden grades.
+    streams = []
+    for r, batch in enumerate(world.batches):
+        scores = base.score(batch["query"].tolist(), batch["doc_title"].tolist(), batch["doc_text"].tolist())
+        events = simulate_clicks(batch, scores, policy.data.clicks, r + 1, seed, "2026-01-01T00:00:00Z")
+        pairs = batch.drop(columns=[c for c in ("grade", "question_id", "mean_rating") if c in batch.columns])
+        pairs = pairs.merge(pair_features(events), on=["query_id", "doc_id"], how="left")
+        streams.append((pairs.reset_index(drop=True), events[["query_id", "doc_id", "position", "clicked"]]))
+    seed_metrics = _metrics(base, world, 0, ks)
+    records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics}
+               for s in strategies]
+    for s in strategies:
+        run = Run(s, clone(base))
+        for r in range(rounds):
+            t1 = time.perf_counter()
+            pairs, events = streams[r]
+            new, info = _pick_and_label(run, world, policy, pairs, events, budget, seed, r + 1, teacher, log)
+            trained = _train_round(run, world, policy, new, budget, seed, r + 1)
+            m = _metrics(run.model, world, r, ks)
+            rec = {"dataset": world.name, "seed": seed, "strategy": s, "round": r + 1, "batch": world.labels[r],
+                   **m, **trained, **info, "seconds": round(time.perf_counter() - t1, 1)}
+            records.append(rec)
+            log(f"  [{world.name} seed {seed}] {s:<16} round {r + 1} ({world.labels[r]}): "
+                f"static ndcg@4 {m['static']['ndcg@4']}, evolving {m['evolving']['ndcg@4']}, "
+                f"{trained['new_labels']} new labels ({rec['seconds']}s)")
+    log(f"  [{world.name} seed {seed}] done in {time.perf_counter() - t0:.0f}s")
+    return records
+
+
+# --------------------------------------------------------------------------- summary
+def summarize(records: list[dict], ks) -> dict:
+    """mean ± std over seeds per (dataset, strategy, round)."""
+    import numpy as np
+
+    out: dict = {}
+    keys = sorted({(r["dataset"], r["strategy"], r["round"]) for r in records},
+                  key=lambda k: (k[0], STRATEGIES.index(k[1]), k[2]))
+    for ds, s, rnd in keys:
+        rows = [r for r in records if (r["dataset"], r["strategy"], r["round"]) == (ds, s, rnd)]
+        cell: dict = {"seeds": len(rows)}
+        for split in ("static", "evolving"):
+            for m in (*(f"ndcg@{k}" for k in ks), "accuracy"):
+                vals = [r[split][m] for r in rows if r[split].get(m) is not None]
+                cell[f"{split}.{m}"] = [round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)] if vals else None
+        for m in ("accepted_label_accuracy", "escalation_rate", "pseudo_label_accuracy", "new_labels"):
+            vals = [r[m] for r in rows if r.get(m) is not None]
+            if vals:
+                cell[m] = [round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)]
+        out.setdefault(ds, {}).setdefault(s, {})[rnd] = cell
+    return out
+
+
+def table(summary: dict, rounds: int) -> str:
+    """Markdown: NDCG@4 / NDCG@10 / accuracy per round and strategy on both test sets."""
+    def fmt(v):
+        return "–" if v is None else f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
+
+    lines = []
+    for ds, strategies in summary.items():
+        lines.append(f"\n**{ds}** (mean ± std over seeds, ×100)\n")
+        lines.append("| strategy | round | static NDCG@4 | static NDCG@10 | static acc | evolving NDCG@4 | "
+                     "evolving NDCG@10 | evolving acc | label acc | escalated |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for s, by_round in strategies.items():
+            for rnd, c in sorted(by_round.items()):
+                if rnd == 0 and s != next(iter(strategies)):
+                    continue
+                name = "seed model" if rnd == 0 else s
+                lab = c.get("accepted_label_accuracy") or c.get("pseudo_label_accuracy")
+                lines.append(f"| {name} | {rnd} | {fmt(c.get('static.ndcg@4'))} | {fmt(c.get('static.ndcg@10'))} | "
+                             f"{fmt(c.get('static.accuracy'))} | {fmt(c.get('evolving.ndcg@4'))} | "
+                             f"{fmt(c.get('evolving.ndcg@10'))} | {fmt(c.get('evolving.accuracy'))} | "
+                             f"{fmt(lab)} | {fmt(c.get('escalation_rate'))} |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ds, strategies in summary.items():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
+        for ax, split in zip(axes, ("static", "evolving")):
+            for s, by_round in strategies.items():
+                rs = sorted(by_round)
+                mean = [by_round[r][f"{split}.ndcg@4"][0] for r in rs]
+                std = [by_round[r][f"{split}.ndcg@4"][1] for r in rs]
+                ax.errorbar(rs, mean, yerr=std, marker="o", capsize=3, label=s)
+            ax.set_title(f"{ds}: {split} test")
+            ax.set_xlabel("round")
+            ax.set_ylabel("NDCG@4")
+            ax.set_xticks(rs)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        p = out.with_name(f"{out.stem}-{ds}.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3, seeds: int | None = None,
+          strategies=STRATEGIES, homedepot_path: Path | None = None, out_dir: Path | None = None,
+          policies: dict | None = None, log=print) -> dict:
+    import platform
+    from datetime import datetime, timezone
+
+    import torch
+    import transformers
+
+    from serm.policy import load_policy
+
+    mode = "quick" if quick else "full"
+    seeds = seeds or (1 if quick else 3)
+    out_dir = Path(out_dir or ROOT / "benchmarks" / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise DataError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    policies = {**POLICIES, **(policies or {})}
+    hd_path = Path(homedepot_path) if homedepot_path else HOMEDEPOT
+    t_all = time.perf_counter()
+    records, walls, used = [], {}, {}
+    for ds in datasets:
+        if ds not in POLICIES:
+            raise DataError(f"unknown dataset {ds!r}; known: {', '.join(POLICIES)}")
+        policy = load_policy(policies[ds])
+        used[ds] = {"path": str(policies[ds]), "hash": policy.hash(), "policy": policy.model_dump(mode="json")}
+        sizes = SIZES[mode][ds]
+        if ds == "homedepot" and not hd_path.exists():
+            log(f"[bench] homedepot: {hd_path} is absent (Kaggle data, never committed); skipped. "
+                f"Pass --homedepot PATH to include it.")
+            continue
+        world = xquad_world(policy, sizes, rounds) if ds == "xquad" else homedepot_world(hd_path, policy, sizes, rounds)
+        log(f"[bench] {ds}: seed {len(world.seed_set)} pairs, {rounds} batches of ~{len(world.batches[0])} pairs, "
+            f"static test {world.static_test.query_id.nunique()} queries, budget {sizes['budget']} per round, "
+            f"{seeds} seed(s), strategies {', '.join(strategies)}")
+        t0 = time.perf_counter()
+        for k in range(seeds):
+            records += run_dataset(world, policy, strategies, rounds, policy.seed + k, sizes["budget"],
+                                   tuple(policy.evaluation.k), log)
+        walls[ds] = round(time.perf_counter() - t0, 1)
+    summary = summarize(records, (4, 10))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = out_dir / f"evolution-{stamp}.json"
+    pngs = plot(summary, out) if summary else []
+    result = {"benchmark": "evolution", "created": stamp, "mode": mode, "rounds": rounds,
+              "seeds": {ds: [u["policy"]["seed"] + k for k in range(seeds)] for ds, u in used.items()},
+              "strategies": list(strategies), "sizes": {ds: SIZES[mode][ds] for ds in used}, "policies": used,
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "transformers": transformers.__version__,
+                           "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()},
+              "wall_seconds": {**walls, "total": round(time.perf_counter() - t_all, 1)},
+              "summary": summary, "records": records, "plots": [str(p) for p in pngs]}
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    log(table(summary, rounds))
+    log(f"\n[bench] wrote {out}" + "".join(f"\n[bench] plot {p}" for p in pngs)
+        + f"\n[bench] wall time {result['wall_seconds']}")
+    return result
