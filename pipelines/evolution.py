@@ -85,7 +85,13 @@ def compile_pipeline(out_path: str) -> str:
 
 
 def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: str, log_path: str) -> None:
-    """Run the pipeline on this machine's Python with kfp.local (no containers).
+    """Run the pipeline on this machine's Python with kfp.local (no containers)."""
+    run_locally(evolution_pipeline, {"workspace": workspace, "round_no": round_no, "policy_path": policy_path},
+                pipeline_root, log_path)
+
+
+def run_locally(pipeline, arguments: dict, pipeline_root: str, log_path: str) -> None:
+    """Run `pipeline` with kfp.local's SubprocessRunner on this machine's Python.
 
     kfp.local echoes every task's executor input and output JSON; all of it goes to
     `log_path`, and only the stages' own progress lines and task statuses reach the terminal.
@@ -108,7 +114,7 @@ def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: st
                 for lg in kfp_loggers[:2]:
                     lg.handlers = [handler]
                     lg.propagate = False
-                evolution_pipeline(workspace=workspace, round_no=round_no, policy_path=policy_path)
+                pipeline(**arguments)
         finally:
             for lg, handlers, prop in saved:
                 lg.handlers, lg.propagate = handlers, prop

@@ -244,10 +244,48 @@ def cmd_bench(args) -> int:
 
 
 def cmd_pipeline_compile(args) -> int:
-    from pipelines.evolution import compile_pipeline
+    if args.cluster:
+        from pipelines.cluster import compile_pipeline
 
-    out = compile_pipeline(args.out)
+        out = compile_pipeline(args.out or "pipelines/evolution-cluster.yaml", args.shards)
+    else:
+        from pipelines.evolution import compile_pipeline
+
+        out = compile_pipeline(args.out or "pipelines/evolution.yaml")
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_pipeline_submit(args) -> int:
+    """Start the cluster pipeline on a KFP backend for the workspace's pushed HEAD."""
+    from pipelines.cluster import submit
+    from serm import versioning
+    from serm.errors import PipelineError
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    ws.require()
+    repo = args.repo or versioning.git(ws, "remote", "get-url", "origin", check=False)
+    if not repo:
+        raise PipelineError(f"{ws.root} has no git remote `origin` and no --repo was given: the cluster's steps "
+                            "clone the workspace from a git server; push it there and pass --repo URL")
+    dvc_remote = args.dvc_remote
+    if not dvc_remote:
+        conf = versioning.dvc_repo(ws).config
+        dvc_remote = conf["remote"].get(conf["core"].get("remote", ""), {}).get("url", "")
+    if not args.dvc_remote and "://" not in dvc_remote:
+        raise PipelineError(f"the workspace's DVC remote {dvc_remote or '(none)'} is a local folder, which the "
+                            "cluster's steps cannot read; pass --dvc-remote s3://bucket/serm (or gs://, azure://, "
+                            "http(s)://) after `dvc push` to it")
+    rev = args.rev or versioning.git(ws, "rev-parse", "HEAD")
+    branch = args.branch or versioning.git(ws, "rev-parse", "--abbrev-ref", "HEAD")
+    policy_path = args.policy_path or "policies/default.yaml"
+    arguments = {"repo": repo, "rev": rev, "branch": branch, "policy_path": policy_path,
+                 "dvc_remote": dvc_remote, "force": bool(args.force)}
+    run_id = submit(args.host, arguments, shards=args.shards, experiment=args.experiment, run_name=args.run_name,
+                    namespace=args.namespace)
+    print(f"submitted serm-evolution-cluster to {args.host}: run {run_id} ({repo}@{rev[:10]}, branch {branch}, "
+          f"{args.shards} mining shards)")
     return 0
 
 
@@ -342,8 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipe = sub.add_parser("pipeline", help="Kubeflow pipeline tools").add_subparsers(dest="pipeline_cmd", required=True)
     sp = pipe.add_parser("compile", help="write the pipeline's IR YAML")
-    sp.add_argument("--out", default="pipelines/evolution.yaml")
+    sp.add_argument("--out", help="default: pipelines/evolution.yaml (--cluster: pipelines/evolution-cluster.yaml)")
+    sp.add_argument("--cluster", action="store_true",
+                    help="the cluster variant: no shared filesystem, GPU training step, sharded mining")
+    sp.add_argument("--shards", type=int, default=4, help="mining shards of the cluster variant (default 4)")
     sp.set_defaults(fn=cmd_pipeline_compile)
+    sp = pipe.add_parser("submit", help="run the cluster variant on a Kubeflow Pipelines backend (kfp.Client)")
+    sp.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://127.0.0.1:8888")
+    sp.add_argument("--repo", help="git URL the steps clone (default: the workspace's `origin`)")
+    sp.add_argument("--rev", help="commit to evolve from (default: HEAD; push it first)")
+    sp.add_argument("--branch", help="branch the round's commit is pushed to (default: the current branch)")
+    sp.add_argument("--policy-path", help="policy file inside the repository (default: policies/default.yaml)")
+    sp.add_argument("--dvc-remote", help="DVC remote the steps pull from and push to (object storage)")
+    sp.add_argument("--shards", type=int, default=4, help="mining shards (default 4)")
+    sp.add_argument("--experiment", default="serm", help="KFP experiment (default: serm)")
+    sp.add_argument("--run-name", help="default: the pipeline file's name and the time")
+    sp.add_argument("--namespace", help="Kubernetes namespace of a multi-user deployment")
+    sp.add_argument("--force", action="store_true", help="run the round even if the drift trigger does not fire")
+    ws_args(sp, policy=False, wait=False)
+    sp.set_defaults(fn=cmd_pipeline_submit)
     sp = pipe.add_parser("run", help="same as `serm evolve`: one round through kfp.local")
     ws_args(sp)
     sp.add_argument("--force", action="store_true")

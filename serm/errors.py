@@ -45,3 +45,7 @@ class RegistryError(SermError):
 
 class AnnotationError(SermError):
     """An annotator agent cannot work as configured (endpoint, model, credentials)."""
+
+
+class PipelineError(SermError):
+    """A pipeline step or the Kubeflow Pipelines backend failed (clone, DVC pull, submit, push)."""

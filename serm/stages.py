@@ -294,15 +294,20 @@ def model_versions(ws: Workspace, policy):
     return ModelVersions(production=production, loaders=loaders)
 
 
-def stage_mine(ws: Workspace, policy, round_no: int, out_dir: Path, log=_log_default) -> dict:
+def stage_mine(ws: Workspace, policy, round_no: int, out_dir: Path, log=_log_default, pairs=None,
+               proba=None) -> dict:
+    """Mine the batch. `pairs` (as `stream_pairs` returns them) and `proba` (the production
+    model's (n, 4) probabilities in that order, NaN rows unscored) come from the caller when the
+    scoring pass ran elsewhere (the cluster pipeline scores shards in parallel); by default the
+    pairs are read through Feast and scored here, once each."""
     from serm.mining.base import MiningContext
     from serm.mining.combine import mine
 
     t0 = time.perf_counter()
-    pairs = stream_pairs(ws, round_no)
+    pairs = stream_pairs(ws, round_no) if pairs is None else pairs
     events = read_parquet(ws.staging(round_no) / "ingest" / "events.parquet")[["query_id", "doc_id", "position", "clicked"]]
     ctx = MiningContext(pairs=pairs, events=events, reference_queries=training_queries(ws),
-                        models=model_versions(ws, policy))
+                        models=model_versions(ws, policy), proba=proba)
     labelled = set(zip(*[all_labels(ws)[c] for c in ("query_id", "doc_id")]))
     cands, report = mine(ctx, policy.mining, round_no, labelled)  # scores each pair once, shared by all agents
     cands = cands.merge(pairs, on=["query_id", "doc_id", "locale"], how="left")
