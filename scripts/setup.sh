@@ -55,9 +55,24 @@ need_redis() {
     || { echo "[setup] apt-get could not install redis-server; install it by hand" >&2; exit 1; }
 }
 
+# The dashboard browser test (tests/test_ui.py) renders the Evidently UI in headless Chromium.
+need_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  echo "[setup] installing chromium (Debian package) for the dashboard browser test"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "[setup] /usr/bin/chromium is missing and this user cannot install it:" \
+      "install the Debian package chromium (apt-get install --no-install-recommends chromium) as root" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends chromium >/dev/null && [ -x /usr/bin/chromium ] \
+    || { echo "[setup] apt-get could not install chromium; install the Debian package chromium by hand" >&2; exit 1; }
+}
+
 case "${1:-}" in
   evolve) shift; exec "$VENV/bin/serm" evolve "$@" ;;
-  test)   shift; need_redis; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
+  test)   shift; need_redis; need_chromium; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
   "")     echo "[setup] done: $VENV" ;;
   *)      echo "unknown command ${1}; use: evolve | test" >&2; exit 2 ;;
 esac

@@ -134,6 +134,25 @@ def cmd_evolve(args) -> int:
     return 0
 
 
+def cmd_drift(args) -> int:
+    from monitoring.preview import format_preview, preview
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    policy = _policy_or_default(args)
+    result, record, info = preview(ws, policy)
+    print(format_preview(result, record, info, policy))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from serm.ui import serve
+    from serm.workspace import Workspace
+
+    serve(Workspace.at(args.workspace), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_status(args) -> int:
     from serm.workspace import Workspace
 
@@ -307,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     ws_args(sp)
     sp.add_argument("--force", action="store_true", help="run the pipeline even if the drift trigger does not fire")
     sp.set_defaults(fn=cmd_evolve)
+    sp = sub.add_parser("drift", help="drift of the next batch vs the reference and the trigger decision "
+                        "(starts no round, writes nothing to data/)")
+    ws_args(sp, wait=False)
+    sp.set_defaults(fn=cmd_drift)
+    sp = sub.add_parser("ui", help="start the Evidently UI (dashboard of rounds, drift, versions) and print its URL")
+    ws_args(sp, policy=False, wait=False)
+    sp.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sp.set_defaults(fn=cmd_ui)
     sp = sub.add_parser("status", help="production version, rounds done, rounds in progress")
     ws_args(sp, policy=False)
     sp.set_defaults(fn=cmd_status)

@@ -47,5 +47,9 @@ class AnnotationError(SermError):
     """An annotator agent cannot work as configured (endpoint, model, credentials)."""
 
 
+class ServiceError(SermError):
+    """A local service SERM starts (the Evidently UI) cannot start."""
+
+
 class PipelineError(SermError):
     """A pipeline step or the Kubeflow Pipelines backend failed (clone, DVC pull, submit, push)."""

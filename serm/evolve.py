@@ -83,6 +83,9 @@ def evolve(root: str | Path, policy_path: str | Path, force: bool = False, wait:
                                  lambda: stages.stage_drift(ws, policy, round_no, ing["pairs"], log), log)
         if force and not drift["trigger"]:
             log("[drift] --force: running the round although the trigger did not fire")
+        stages.Manifest(ws, round_no).set(decision={
+            "run_pipeline": bool(drift["trigger"] or force), "forced_by_cli": bool(force and not drift["trigger"]),
+            "reason": drift["reason"] if drift["trigger"] or not force else f"--force; the trigger said: {drift['reason']}"})
         if drift["trigger"] or force:
             t0 = time.perf_counter()
             log(f"[pipeline] running mine → annotate → check → train → evaluate → promote with kfp.local "

@@ -16,7 +16,7 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from serm.errors import PolicyError
@@ -77,10 +77,22 @@ class DataSpec(_Strict):
 
 # --------------------------------------------------------------------------- drift
 class DetectorSpec(_Strict):
-    type: Literal["query_descriptors", "locale_mix", "score", "engagement"]
+    type: Literal["query_descriptors", "locale_mix", "score", "engagement", "embedding"]
     columns: list[str] | None = None
+    # Per-type default (monitoring.drift.DEFAULT_THRESHOLDS): 0.1, but a p-value of 0.05 for `embedding`.
     threshold: float = Field(0.1, gt=0.0, le=1.0)
     share_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    embedder: Literal["auto", "use-m3", "minilm"] = Field(
+        "auto", description="embedding only: use-m3 (multilingual), minilm (English), auto = use-m3 if installed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_defaults(cls, data):
+        from monitoring.drift import DEFAULT_THRESHOLDS
+
+        if isinstance(data, dict) and "threshold" not in data and data.get("type") in DEFAULT_THRESHOLDS:
+            data = {**data, "threshold": DEFAULT_THRESHOLDS[data["type"]]}
+        return data
 
     @model_validator(mode="after")
     def _columns(self):
@@ -93,9 +105,29 @@ class DetectorSpec(_Strict):
         return self
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(value):
+    """Seconds from a number or '90s', '30m', '6h', '1d', '1w'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    m = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise PydanticCustomError("duration", "not a duration: use 90s, 30m, 6h, 1d or 1w, or a number of seconds")
+    return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0.0)]
+
+
 class TriggerSpec(_Strict):
     mode: Literal["any", "all"] = "any"
     min_new_pairs: int = Field(500, ge=0)
+    cooldown: Duration = Field(0.0, description="evolve at most once per this long (e.g. 6h); 0 = no cooldown")
+    max_rounds_per_period: int | None = Field(None, ge=1, description="at most this many evolution rounds per period")
+    period: Duration = Field(86400.0, gt=0.0, description="the window of max_rounds_per_period (e.g. 1d)")
     force: bool = False
 
 
@@ -361,6 +393,7 @@ _HINTS = {
     "string_unicode": "use UTF-8 text",
     "int_from_float": "use a whole number",
     "bool_type": "use true or false",
+    "duration": "write a duration: 90s, 30m, 6h, 1d, 1w (a bare number is seconds)",
 }
 _DEFAULT_HINT = "see policies/default.yaml for a working example"
 MAX_POLICY_BYTES = 1_000_000   # a policy is a few KB; anything this large is the wrong file

@@ -165,14 +165,14 @@ def evaluate_model(model, tests, policy, static_locale: str, evolving_locale: st
 
 
 # --------------------------------------------------------------------------- ingest + drift
-def stage_ingest(ws: Workspace, policy, round_no: int, batch_no: int, log=_log_default) -> dict:
-    """Serve the next stream batch with the production model, log clicks, validate rows
-    (quarantine), write the batch to staging and its features to Feast."""
-    from serm import featurestore, simulation
+def serve_batch(ws: Workspace, policy, batch_no: int):
+    """Stream batch `batch_no` as production serves it: the production model ranks each
+    query's candidates, clicks come from the click model, rows are validated. Writes nothing.
+    Returns (locale, the validation result, the per-query drift frame, the serving time)."""
+    from serm import simulation
     from serm.data import xquad
     from serm.data.stream import simulate_clicks, validate_events
 
-    stage = ws.staging(round_no) / "ingest"
     cands = simulation.batch_candidates(policy, batch_no)
     if cands is None:
         raise DataError(f"the stream is exhausted: batch {batch_no} has no queries left; "
@@ -185,10 +185,20 @@ def stage_ingest(ws: Workspace, policy, round_no: int, batch_no: int, log=_log_d
     events = simulate_clicks(cands, score, policy.data.clicks, batch_no, policy.seed, now)
     docs = xquad.documents()
     v = validate_events(events, set(docs.doc_id))
+    served = v.valid.merge(cands[["query_id", "doc_id"]].assign(score=score), on=["query_id", "doc_id"], how="left")
+    return locale, v, score_frame_stats(served), now
+
+
+def stage_ingest(ws: Workspace, policy, round_no: int, batch_no: int, log=_log_default) -> dict:
+    """Serve the next stream batch with the production model, log clicks, validate rows
+    (quarantine), write the batch to staging and its features to Feast."""
+    from serm import featurestore
+
+    stage = ws.staging(round_no) / "ingest"
+    locale, v, frame, now = serve_batch(ws, policy, batch_no)
     write_parquet(v.valid, stage / "events.parquet")
     write_parquet(v.quarantined, stage / "quarantine.parquet")
-    served = v.valid.merge(cands[["query_id", "doc_id"]].assign(score=score), on=["query_id", "doc_id"], how="left")
-    write_parquet(score_frame_stats(served), stage / "query_frame.parquet")
+    write_parquet(frame, stage / "query_frame.parquet")
     counts = featurestore.ingest_events(ws.root, v.valid, now)
     log(f"[ingest] batch {batch_no} ({locale}): {v.counts['valid']} events "
         f"({v.counts['quarantined']} quarantined), {counts['pairs']} query-document pairs")
@@ -211,20 +221,21 @@ def reference_frame(ws: Workspace):
 
 
 def stage_drift(ws: Workspace, policy, round_no: int, new_pairs: int, log=_log_default) -> dict:
-    from monitoring.drift import decide_trigger, format_verdicts, query_frame, run_drift, vocabulary
+    """Drift of the ingested batch vs the reference and the trigger decision (policy
+    drift.trigger, with cooldown and rounds per period over the committed rounds); the drift
+    report goes to staging and the workspace's Evidently project."""
+    from monitoring.dashboard import evidently_path
+    from monitoring.drift import batch_drift, format_verdicts
 
-    stage = ws.staging(round_no) / "drift"
-    ref = reference_frame(ws)
+    ing = Manifest(ws, round_no).data["stages"].get("ingest", {}).get("result") or {}
     cur = read_parquet(ws.staging(round_no) / "ingest" / "query_frame.parquet")
-    vocab = vocabulary(ref["query"].tolist())
-    ref = query_frame(ref, vocab, leave_one_out=True)
-    cur = query_frame(cur, vocab)
-    result = run_drift(ref, cur, policy.drift, stage, evidently_workspace=ws.dot / "evidently",
-                       batch_name=f"round {round_no}")
-    trigger, reason = decide_trigger(result, policy.drift.trigger, new_pairs)
+    result, record = batch_drift(ws, policy, cur, new_pairs, ws.staging(round_no) / "drift",
+                                 evidently_workspace=evidently_path(ws), batch_name=f"round {round_no}",
+                                 metadata={"round": str(round_no), "batch": str(ing.get("batch")),
+                                           "locale": str(ing.get("locale"))})
     log("[drift]\n" + format_verdicts(result))
-    log(f"[drift] trigger: {'yes' if trigger else 'no'} — {reason}")
-    return {"trigger": trigger, "reason": reason, **result.to_dict()}
+    log(f"[drift] trigger: {'yes' if record['trigger'] else 'no'} — {record['reason']}")
+    return record
 
 
 # --------------------------------------------------------------------------- mine
@@ -571,6 +582,7 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     tag when a model is promoted). Production changes only here, and only all at once."""
     import shutil
 
+    from monitoring.dashboard import update_dashboard
     from serm import versioning
     from serm.report import write_round_report
 
@@ -616,6 +628,7 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     m.set(promoted=promote, reason=reason, tag=tag, finished=_now())
     shutil.copy2(m.path, rdir / "manifest.json")
     write_round_report(ws, round_no, rdir)
+    update_dashboard(ws, log)  # the Evidently UI project (derived state in .serm/, never fails the round)
     msg = (f"serm: round {round_no} promoted v{new_state['production']} ({reason})" if promote
            else f"serm: round {round_no} kept v{state['production']} ({reason})")
     log(f"[version] dvc add + push of data/, then the git commit{' and tag ' + tag if tag else ''}")

@@ -1,6 +1,11 @@
 """Drift detectors (one Evidently report) and the trigger decision."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -19,6 +24,10 @@ from monitoring.drift import (
 )
 from serm.errors import DataError
 from serm.policy import DetectorSpec, DriftSpec, TriggerSpec
+
+from .conftest import ROOT
+
+TINY = ROOT / "tests" / "policies" / "tiny.yaml"
 
 WORDS = [f"w{i}" for i in range(300)]
 MIX = {"en": 0.6, "es": 0.25, "de": 0.15}
@@ -156,6 +165,7 @@ def test_html_and_json_artifacts(shifted):
     all_cols = [c for cols in DETECTOR_COLUMNS.values() for c in cols]
     assert set(js["columns"]) == set(all_cols)
     ev = {m["config"]["column"]: m["value"] for m in js["evidently"]["metrics"]}
+    ev["query"] = ev.pop("query_embedding_use_m3")  # the embedding detector's projected column
     for col in all_cols:  # the per-column values are Evidently's own
         assert js["columns"][col]["drift_score"] == pytest.approx(ev[col], abs=1e-6)
         assert isinstance(js["columns"][col]["drifted"], bool)
@@ -198,3 +208,191 @@ def test_column_subset_missing_column_and_empty_column(tmp_path):
     assert eng.details["columns_judged"] == 1
     assert "skipped" in format_verdicts(res)
     json.loads((tmp_path / "c" / "drift.json").read_text())
+
+
+# --------------------------------------------------------------------------- embedding detector
+def _embedding_only(**det):
+    return DriftSpec(detectors=[{"type": "embedding", **det}], trigger={"min_new_pairs": 0})
+
+
+def test_embedding_detector_on_real_multilingual_questions(tmp_path):
+    """XQuAD questions embedded by the multilingual USE: other English questions (random
+    articles) are no drift; their Spanish translations are, and so are English questions of
+    other articles; Evidently's K-S test on the out-of-fold scores decides."""
+    from .drift_workspaces import questions
+
+    ref = questions("en", 0, 150)
+    res_same = run_drift(ref, questions("en", 150, 200), _embedding_only(), tmp_path / "same")
+    res_new = run_drift(ref, questions("es", 150, 200), _embedding_only(), tmp_path / "new")
+    (same_v,), (new_v,) = res_same.detectors, res_new.detectors
+    assert same_v.threshold == 0.05 and same_v.details["embedder"] == "use-m3" and same_v.details["dimensions"] == 512
+    assert not same_v.drifted and same_v.value >= 0.05, format_verdicts(res_same)
+    assert new_v.drifted and new_v.value < 1e-6, format_verdicts(res_new)
+    assert 0.35 < same_v.details["out_of_fold_auc"] < 0.65 < 0.9 < new_v.details["out_of_fold_auc"]
+    assert new_v.details["embed_seconds"] < 15  # measured ~0.7 s for 350 queries once the model is loaded
+    # same language, other articles (unshuffled ids keep an article's questions together): topic drift
+    topics = run_drift(questions("en", 0, 150, shuffled=False), questions("en", 150, 200, shuffled=False),
+                       _embedding_only(), tmp_path / "topics")
+    assert topics.detectors[0].drifted, format_verdicts(topics)
+    js = json.loads((tmp_path / "new" / "drift.json").read_text())
+    (test,) = js["evidently"]["tests"]  # the verdict is Evidently's own test result
+    assert test["status"] == "FAIL" and test["metric_config"]["params"]["column"] == "query_embedding_use_m3"
+    assert "embedding p=" in new_v.describe() and "< 0.05" in new_v.describe()
+
+
+def test_embedding_scores_are_out_of_fold():
+    """512-d noise, 200 vs 200 rows: an in-sample classifier separates them perfectly (p > n);
+    out-of-fold scores must not."""
+    from monitoring.drift import embedding_scores
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 512)), rng.normal(size=(200, 512))
+    ra, rb, auc = embedding_scores(a, b)
+    assert len(ra) == 200 and len(rb) == 200 and 0.4 < auc < 0.6
+    _, _, shifted = embedding_scores(a, b + 0.3)
+    assert shifted > 0.9
+
+
+def test_minilm_embedder_fallback(tmp_path):
+    from .drift_workspaces import questions
+
+    res = run_drift(questions("en", 0, 40), questions("zh", 40, 40), _embedding_only(embedder="minilm"), tmp_path)
+    (v,) = res.detectors
+    assert v.details["embedder"] == "minilm" and v.details["dimensions"] == 384
+    assert v.drifted, format_verdicts(res)
+
+
+# --------------------------------------------------------------------------- policy: trigger + embedding
+def test_trigger_policy_fields_and_durations():
+    t = TriggerSpec(cooldown="6h", max_rounds_per_period=2, period="1d")
+    assert (t.cooldown, t.period, t.max_rounds_per_period) == (21600.0, 86400.0, 2)
+    assert TriggerSpec(cooldown=90).cooldown == 90.0 and TriggerSpec(cooldown="1.5m").cooldown == 90.0
+    assert TriggerSpec().cooldown == 0.0 and TriggerSpec().max_rounds_per_period is None
+    assert DetectorSpec(type="embedding").threshold == 0.05 and DetectorSpec(type="score").threshold == 0.1
+    assert DetectorSpec(type="embedding", threshold=0.01).threshold == 0.01
+
+
+def test_bad_trigger_values_name_the_field_and_the_fix(tmp_path, default_policy_raw):
+    import yaml
+
+    from serm.errors import PolicyError
+    from serm.policy import load_policy
+
+    raw = default_policy_raw
+    raw["drift"]["trigger"].update(cooldown="soon", max_rounds_per_period=0)
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    msg = str(err.value)
+    assert "drift.trigger.cooldown" in msg and "90s, 30m, 6h, 1d or 1w" in msg
+    assert "drift.trigger.max_rounds_per_period" in msg
+
+
+# --------------------------------------------------------------------------- cooldown + rounds per period
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def _hist(*minutes_ago, evolved=True):
+    return [{"round": i + 1, "finished": (NOW - timedelta(minutes=m)).isoformat(), "evolved": evolved}
+            for i, m in enumerate(minutes_ago)]
+
+
+def test_cooldown_holds_a_drifted_round_back():
+    drifted = _result(True, False)
+    spec = TriggerSpec(min_new_pairs=0, cooldown="1h")
+    trig, why = decide_trigger(drifted, spec, 10, _hist(300, 20), NOW)
+    assert trig is False
+    assert why.startswith("cooldown: evolution round 2 finished 20m ago < cooldown 1h")
+    assert "next round from 2026-06-01T12:40:00+00:00" in why
+    assert "the detectors alone would trigger: drift in query_descriptors" in why
+    assert decide_trigger(drifted, spec, 10, _hist(300, 61), NOW)[0] is True
+    # rounds that did not run the pipeline do not count; no drift stays the reason when calm
+    assert decide_trigger(drifted, spec, 10, _hist(5, evolved=False), NOW)[0] is True
+    assert decide_trigger(_result(False, False), spec, 10, _hist(5), NOW)[1].startswith("no detector drifted")
+    assert decide_trigger(drifted, TriggerSpec(min_new_pairs=0, cooldown="1h", force=True), 10, _hist(5), NOW)[0]
+
+
+def test_max_rounds_per_period():
+    drifted = _result(True, True)
+    spec = TriggerSpec(min_new_pairs=0, max_rounds_per_period=2, period="1d")
+    trig, why = decide_trigger(drifted, spec, 10, _hist(2000, 600, 30), NOW)
+    assert trig is False
+    assert why.startswith("max_rounds_per_period: 2 evolution round(s) in the last 1d (round 2, 3) >= 2")
+    assert decide_trigger(drifted, spec, 10, _hist(3000, 2000, 30), NOW)[0] is True
+
+
+def test_round_history_reads_committed_manifests(tmp_path):
+    from monitoring.drift import round_history
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(tmp_path)
+    for r, stages, promoted in ((1, {"ingest": {}, "drift": {}, "mine": {}}, True), (2, {"ingest": {}, "drift": {}}, False)):
+        d = ws.round_dir(r)
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"round": r, "stages": stages, "promoted": promoted,
+                                                     "finished": f"2026-06-01T1{r}:00:00+00:00"}))
+    assert round_history(ws) == [
+        {"round": 1, "finished": "2026-06-01T11:00:00+00:00", "evolved": True, "promoted": True},
+        {"round": 2, "finished": "2026-06-01T12:00:00+00:00", "evolved": False, "promoted": False}]
+
+
+# --------------------------------------------------------------------------- `serm drift`
+@pytest.fixture(scope="module")
+def servable(tmp_path_factory):
+    """A workspace that can serve its next batch: an (untrained) production model in
+    data/model, the seed reference frame, state.json. No git, DVC or Feast: `serm drift` needs none."""
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.policy import load_policy
+    from serm.workspace import Workspace
+
+    from .drift_workspaces import stream_frame
+
+    root = tmp_path_factory.mktemp("servable")
+    policy = load_policy(TINY)
+    ws = Workspace.at(root)
+    model = RelevanceModel.load(policy.model.base_model, policy.model, device="cpu")
+    model.save(ws.model_dir, metrics={}, lineage={"version": 0})
+    (ws.data / "seed").mkdir(parents=True)
+    stream_frame("en", 0, 40, 1.0, seed=3).to_parquet(ws.data / "seed" / "query_frame.parquet", index=False)
+    (ws.state_path).write_text(json.dumps({"rounds_done": 0, "next_batch": 1, "production": 0, "production_round": 0}))
+    return ws
+
+
+def _serm_drift(ws):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "serm.cli", "drift", "--workspace", str(ws.root), "--policy", str(TINY)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_serm_drift_previews_the_next_batch_without_writing(servable):
+    from serm.versioning import tree_checksum
+
+    before = tree_checksum(servable.data)
+    res = _serm_drift(servable)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "drift of next stream batch 1 (not ingested): locale es, 64 new pairs" in out
+    for det in ("query_descriptors", "locale_mix", "score", "engagement"):
+        assert det in out
+    assert "unseen_token_share" in out and "threshold" in out
+    assert "trigger: YES — drift in " in out and "locale_mix JS=" in out  # en reference, es batch
+    assert "trigger policy: mode any, min_new_pairs 10, no cooldown" in out
+    assert tree_checksum(servable.data) == before
+    assert not (servable.dot / "rounds").exists() and not (servable.dot / "evidently").exists()
+    assert (servable.dot / "drift-preview" / "r0001" / "drift.html").exists()
+
+
+def test_serm_drift_uses_the_round_in_progress(servable):
+    """An ingested batch of a round in progress is what the round will measure: here the seed
+    frame itself (no drift), so the trigger says no."""
+    stage = servable.staging(1)
+    (stage / "ingest").mkdir(parents=True)
+    shutil.copy2(servable.data / "seed" / "query_frame.parquet", stage / "ingest" / "query_frame.parquet")
+    (stage / "manifest.json").write_text(json.dumps({"round": 1, "stages": {"ingest": {
+        "status": "done", "result": {"batch": 1, "locale": "en", "pairs": 160}}}}))
+    res = _serm_drift(servable)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "drift of round 1 in progress (ingested): locale en, 160 new pairs" in res.stdout
+    assert "trigger: no — no detector drifted" in res.stdout, res.stdout
+    assert "serving stream batch" not in res.stdout
