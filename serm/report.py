@@ -50,7 +50,12 @@ def summary_lines(rdir: Path) -> list[str]:
     return lines
 
 
-def plot_versions(versions: list[dict], out: Path) -> Path | None:
+METRICS = ("ndcg@4", "ndcg@10", "accuracy", "macro_f1")
+
+
+def plot_versions(versions: list[dict], out: Path, production: int | None = None) -> Path | None:
+    """NDCG@4 and accuracy on the static and evolving tests, one point per model version; the
+    production version is circled."""
     if not versions:
         return None
     import matplotlib
@@ -58,31 +63,162 @@ def plot_versions(versions: list[dict], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [f"v{v['version']}" for v in versions]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    for split in ("static", "evolving"):
-        ax.plot(xs, [v["metrics"][split]["ndcg@4"] for v in versions], marker="o", label=f"NDCG@4 {split}")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("model version")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
+    versions = sorted(versions, key=lambda v: v["version"])
+    xs = list(range(len(versions)))
+    labels = [f"v{v['version']}" for v in versions]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100, sharex=True)
+    for ax, metric, title in zip(axes, ("ndcg@4", "accuracy"), ("NDCG@4", "accuracy")):
+        for split in ("static", "evolving"):
+            ys = [(v["metrics"].get(split) or {}).get(metric) for v in versions]
+            ys = [float("nan") if y is None else y for y in ys]
+            ax.plot(xs, ys, marker="o", label=f"{split} test")
+            if production is not None:
+                for x, v, y in zip(xs, versions, ys):
+                    if v["version"] == production and y == y:
+                        ax.scatter([x], [y], s=160, facecolors="none", edgecolors="black", zorder=3)
+        ax.set_title(f"{title} per model version")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(xs, labels)
+        ax.set_xlabel("model version" + (f" (circled: production v{production})" if production is not None else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return out
 
 
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _link(rdir: Path, name: str, text: str | None = None) -> str:
+    if not (rdir / name).exists():
+        return f"<span class=missing>{html.escape(text or name)} (not written this round)</span>"
+    return f'<a href="{html.escape(name)}">{html.escape(text or name)}</a>'
+
+
+def _drift_section(rdir: Path, drift: dict, decision: dict) -> str:
+    rows = []
+    for d in drift.get("detectors", []):
+        det = d.get("details", {})
+        op = det.get("drifted_when", "value >= threshold").split()[1]
+        rows.append([d["type"], d.get("value"), f"{op} {d['threshold']:g}", "YES" if d.get("drifted") else "no",
+                     det.get("skipped") or det.get("value_is", "")])
+    trig = drift.get("trigger_policy") or {}
+    parts = [f"<p>{_link(rdir, 'drift.html', 'Evidently drift report (drift.html)')} · {_link(rdir, 'drift.json')}</p>",
+             _table(["detector", "value", "drift when", "drifted", "value is"], rows) if rows
+             else "<p>no drift result recorded</p>",
+             f"<p><b>Trigger:</b> {'fired' if drift.get('trigger') else 'did not fire'} — "
+             f"{html.escape(str(drift.get('reason', '')))}</p>"]
+    if decision:
+        parts.append(f"<p><b>Pipeline:</b> {'ran' if decision.get('run_pipeline') else 'did not run'} — "
+                     f"{html.escape(str(decision.get('reason', '')))}</p>")
+    if trig:
+        from monitoring.drift import duration
+
+        shown = {k: duration(v) if k in ("cooldown", "period") and isinstance(v, (int, float)) else v
+                 for k, v in trig.items()}
+        parts.append("<p class=small>trigger policy: " + html.escape(", ".join(f"{k}={v}" for k, v in shown.items()))
+                     + "</p>")
+    return "\n".join(parts)
+
+
+def _mining_section(rdir: Path, mine: dict) -> str:
+    if not mine:
+        return "<p>nothing mined this round (the pipeline did not run)</p>"
+    per_agent = mine.get("per_agent") or {}
+    selected = mine.get("selected_per_agent") or {}
+    rows = [[a, n, selected.get(a)] for a, n in per_agent.items()]
+    return (f"<p>{_link(rdir, 'mining_report.json')} · {_link(rdir, 'candidates.parquet')}</p>"
+            f"<p>selected <b>{mine.get('selected')}</b> of {mine.get('stream_pairs')} stream pairs "
+            f"(budget {mine.get('budget')}, {mine.get('scored_pairs')} scored)</p>"
+            + (_table(["agent", "pairs picked", "in the selection"], rows) if rows else ""))
+
+
+def _annotation_section(rdir: Path, ann: dict) -> str:
+    if not ann:
+        return "<p>nothing annotated this round (the pipeline did not run)</p>"
+    keys = [("candidates", "candidate pairs"), ("votes", "votes"), ("accepted", "accepted (two-level agreement)"),
+            ("human_resolved", "resolved by a person"), ("escalated_open", "escalated, still open"),
+            ("escalated_total", "escalated in all"), ("rejected", "rejected"),
+            ("mean_agreement_accepted", "mean agreement of accepted labels"),
+            ("simulation_accepted_label_accuracy", "accepted-label accuracy vs hidden grades (simulation only)"),
+            ("cost", "cost"), ("tokens", "tokens")]
+    rows = [[label, ann[k]] for k, label in keys if k in ann]
+    parts = [f"<p>{_link(rdir, 'annotation_report.json')} · {_link(rdir, 'labels.parquet')} · "
+             f"{_link(rdir, 'escalations.parquet')} · {_link(rdir, 'label_checks.json', 'label checks (Great Expectations)')}</p>",
+             _table(["statistic", "value"], rows)]
+    grades = ann.get("grade_distribution") or {}
+    if grades:
+        parts.append(_table(["grade", "labels"], [[g, n] for g, n in sorted(grades.items(), key=lambda kv: str(kv[0]))]))
+    abst = ann.get("level1_abstention") or {}
+    if abst:
+        parts.append(_table(["agent", "abstention (level 1)"], [[a, v] for a, v in abst.items()]))
+    return "\n".join(parts)
+
+
+def _metrics_section(rdir: Path, met: dict, man: dict) -> str:
+    if not met:
+        return "<p>no candidate was trained this round</p>"
+    rows = []
+    for split in ("static", "evolving"):
+        for m in METRICS:
+            p, c = met["production"][split].get(m), met["candidate"][split].get(m)
+            delta = c - p if isinstance(p, (int, float)) and isinstance(c, (int, float)) else None
+            rows.append([f"{split} ({met['candidate'][split].get('locale')})", m, p, c, delta])
+    verdict = f"promoted {man.get('tag')}" if man.get("promoted") else "not promoted"
+    return (f"<p>{_link(rdir, 'metrics.json')}</p>"
+            + _table(["test set", "metric", "production", "candidate", "candidate - production"], rows)
+            + f"<p><b>Decision:</b> {html.escape(verdict)} — {html.escape(str(man.get('reason', '')))}</p>")
+
+
+def _versions_section(versions: list[dict], production, plot: Path | None) -> str:
+    rows = []
+    for v in sorted(versions, key=lambda v: v["version"]):
+        m = v.get("metrics", {})
+        rows.append([f"v{v['version']}" + (" (production)" if v["version"] == production else ""), v.get("tag"),
+                     v.get("round"), (m.get("static") or {}).get("ndcg@4"), (m.get("evolving") or {}).get("ndcg@4"),
+                     (m.get("evolving") or {}).get("locale"), (m.get("static") or {}).get("accuracy"),
+                     (m.get("evolving") or {}).get("accuracy")])
+    img = f'<p><img src="{plot.name}" alt="NDCG@4 and accuracy per model version"></p>' if plot else ""
+    return img + _table(["version", "tag", "round", "static NDCG@4", "evolving NDCG@4", "evolving locale",
+                         "static accuracy", "evolving accuracy"], rows)
+
+
 def write_round_report(ws, round_no: int, rdir: Path) -> Path:
-    versions = ws.versions()["versions"]
-    plot = plot_versions(versions, rdir / "metrics_by_version.png")
+    """`report.html` in the round's folder: summary, drift + trigger, mining, annotation
+    statistics, the metrics table and `metrics_by_version.png`, with links to every artifact."""
+    reg = ws.versions()
+    versions, production = reg["versions"], reg.get("production")
+    plot = plot_versions(versions, rdir / "metrics_by_version.png", production)
+    man = _load(rdir / "manifest.json")
+    st = man.get("stages", {})
+    drift = st.get("drift", {}).get("result") or {}
     body = "\n".join(html.escape(line) for line in summary_lines(rdir))
-    links = [(n, n) for n in ("drift.html", "drift.json", "mining_report.json", "annotation_report.json",
-                              "label_checks.json", "metrics.json", "manifest.json") if (rdir / n).exists()]
+    sections = [("Summary", f"<pre>{body}</pre>"),
+                ("Drift and trigger", _drift_section(rdir, drift, man.get("decision") or {})),
+                ("Mining", _mining_section(rdir, _load(rdir / "mining_report.json"))),
+                ("Annotation statistics", _annotation_section(rdir, _load(rdir / "annotation_report.json"))),
+                ("Metrics: candidate vs production", _metrics_section(rdir, _load(rdir / "metrics.json"), man)),
+                ("Metrics across versions", _versions_section(versions, production, plot)),
+                ("More", f"<p>{_link(rdir, 'manifest.json', 'round manifest (stages, timings, decision)')} · "
+                         f"dashboard of every round and version: <code>serm ui --workspace {html.escape(str(ws.root))}"
+                         "</code></p>")]
+    toc = " · ".join(f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>SERM round {round_no}</title>
-<style>body{{font-family:sans-serif;margin:2em}} pre{{background:#f6f6f6;padding:1em}}</style></head>
-<body><h1>SERM round {round_no}</h1><pre>{body}</pre>
-<h2>Artifacts</h2><ul>{''.join(f'<li><a href="{h}">{html.escape(t)}</a></li>' for h, t in links)}</ul>
-{f'<h2>Metrics across versions</h2><img src="{plot.name}" alt="NDCG@4 by version">' if plot else ''}
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}} pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}
+th{{background:#eee}} .missing{{color:#888}} .small{{color:#555;font-size:90%}}</style></head>
+<body><h1>SERM round {round_no}</h1><p>{toc}</p>
+{''.join(f'<h2 id="s{i}">{html.escape(t)}</h2>{content}' for i, (t, content) in enumerate(sections))}
 </body></html>"""
     out = rdir / "report.html"
     out.write_text(page, encoding="utf-8")
