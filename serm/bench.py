@@ -416,7 +416,9 @@ def plot(summary: dict, out: Path) -> list[Path]:
 
 def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3, seeds: int | None = None,
           strategies=STRATEGIES, homedepot_path: Path | None = None, out_dir: Path | None = None,
-          policies: dict | None = None, log=print) -> dict:
+          policies: dict | None = None, sizes: dict | None = None, log=print) -> dict:
+    """Run the benchmark; returns what it writes to `out_dir/evolution-<UTC>.json`. `sizes`
+    overrides the mode's sizes per dataset (queries: seed, batch, test, teacher; budget)."""
     import platform
     from datetime import datetime, timezone
 
@@ -435,13 +437,15 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
     policies = {**POLICIES, **(policies or {})}
     hd_path = Path(homedepot_path) if homedepot_path else HOMEDEPOT
     t_all = time.perf_counter()
-    records, walls, used = [], {}, {}
+    records, walls, used, used_sizes = [], {}, {}, {}
+    sizes_override = sizes
     for ds in datasets:
         if ds not in POLICIES:
             raise DataError(f"unknown dataset {ds!r}; known: {', '.join(POLICIES)}")
         policy = load_policy(policies[ds])
         used[ds] = {"path": str(policies[ds]), "hash": policy.hash(), "policy": policy.model_dump(mode="json")}
-        sizes = SIZES[mode][ds]
+        sizes = {**SIZES[mode][ds], **((sizes_override or {}).get(ds) or {})}
+        used_sizes[ds] = sizes
         if ds == "homedepot" and not hd_path.exists():
             log(f"[bench] homedepot: {hd_path} is absent (Kaggle data, never committed); skipped. "
                 f"Pass --homedepot PATH to include it.")
@@ -461,7 +465,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
     pngs = plot(summary, out) if summary else []
     result = {"benchmark": "evolution", "created": stamp, "mode": mode, "rounds": rounds,
               "seeds": {ds: [u["policy"]["seed"] + k for k in range(seeds)] for ds, u in used.items()},
-              "strategies": list(strategies), "sizes": {ds: SIZES[mode][ds] for ds in used}, "policies": used,
+              "strategies": list(strategies), "sizes": used_sizes, "policies": used,
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "transformers": transformers.__version__,
                            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()},
