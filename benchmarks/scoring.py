@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     ap.add_argument("--with-hf-forward", action="store_true",
                     help="also time SERM with fast_path=False (its batching, the HF forward)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time SERM with model.compile (torch.compile of the HF forward; compiles first)")
     ap.add_argument("--min-spearman", type=float, default=0.99)
     ap.add_argument("--gpu-peak-tflops", type=float, help="bf16 dense peak of the GPU, if not in the table")
     ap.add_argument("--seed", type=int, default=0)
@@ -157,6 +159,9 @@ def main(argv=None) -> int:
     sides = {"serm": run_ours, "sentence-transformers": run_st}
     if args.with_hf_forward:
         sides["serm (HF forward)"] = lambda bs: run_ours(bs, fast=False)
+    if args.compile:
+        compiled = RelevanceModel(ours.model, ours.tokenizer, spec.model_copy(update={"compile": True}), "cpu")
+        sides["serm (torch.compile)"] = lambda bs: compiled.logits(queries, titles, texts, batch_size=bs)
     flops_token = encoder_flops_per_token(ours.model)
     print(f"{n} pairs from {source}; tokens/pair mean {tokens.mean():.1f}, p95 {np.percentile(tokens, 95):.0f}, "
           f"max {tokens.max()} (max_length {args.max_length}); torch {torch.__version__}, "
@@ -168,6 +173,8 @@ def main(argv=None) -> int:
             sub = slice(0, min(n, 256))
             if name == "sentence-transformers":
                 st.predict(pairs[sub], batch_size=bs, **st_kwargs)
+            elif name == "serm (torch.compile)":
+                compiled.logits(queries[sub], titles[sub], texts[sub], batch_size=bs)
             else:
                 ours.fast_path = name == "serm"
                 ours.logits(queries[sub], titles[sub], texts[sub], batch_size=bs)

@@ -304,6 +304,8 @@ class ModelSpec(_Strict):
     passage: Literal["head", "best_window"] = "best_window"
     window_words: int = Field(64, ge=8, le=512)
     batch_size: int = Field(32, ge=1, le=4096)
+    compile: bool = Field(False, description="score through torch.compile (the HF forward, dynamic shapes): "
+                          "pays off on a GPU over large batches; compiling costs tens of seconds once")
 
 
 class TrainingSpec(_Strict):

@@ -97,3 +97,10 @@ def test_a_query_longer_than_max_length_is_scored_not_refused(model):
     long_query = " ".join(["Почему"] * (SPEC.max_length * 2))
     proba = model.predict_proba([long_query, "who wrote it"], ["A", "B"], ["some text " * 50, "short"])
     assert proba.shape == (2, 4) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_forward_gives_the_same_logits(model, pairs):
+    """`model.compile: true` scores through torch.compile (inductor compiles C++ on a CPU: slow)."""
+    compiled = RelevanceModel(model.model, model.tokenizer, SPEC.model_copy(update={"compile": True}), "cpu")
+    np.testing.assert_allclose(compiled.logits(*args(pairs)), model.logits(*args(pairs)), atol=1e-4)

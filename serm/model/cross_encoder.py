@@ -49,6 +49,7 @@ class RelevanceModel:
         self.tokenizer = tokenizer
         self.spec = spec
         self.device = device
+        self._compiled_forward = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -101,7 +102,8 @@ class RelevanceModel:
         Pairs are tokenized in one batched call, sorted by token length and cut into batches of
         `batch_size` that are padded only to their own longest pair. A BERT model in eval mode
         with no hooks runs through `fast_bert.BertScorer` (same function, less work; see there);
-        any other model, or `fast_path = False`, through the HF forward.
+        any other model, or `fast_path = False`, through the HF forward; with `spec.compile`,
+        through the HF forward compiled by torch.compile.
         """
         import numpy as np
         import torch
@@ -118,7 +120,8 @@ class RelevanceModel:
         order = np.argsort(lengths, kind="stable")
         bs = batch_size or self.spec.batch_size
         self.model.eval()
-        scorer = self._scorer()
+        scorer = None if self.spec.compile else self._scorer()
+        forward = self._compiled() if self.spec.compile else self.model
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
@@ -126,9 +129,18 @@ class RelevanceModel:
                 if scorer is not None:
                     logits = scorer(batch["input_ids"], batch.get("token_type_ids"), torch.from_numpy(lengths[idx]))
                 else:
-                    logits = self.model(**batch).logits
+                    logits = forward(**batch).logits
                 out[idx] = logits.float().cpu().numpy()
         return out
+
+    def _compiled(self):
+        """The HF forward through torch.compile, built once (it reads the module's parameters, so
+        training in between needs no rebuild)."""
+        if self._compiled_forward is None:
+            import torch
+
+            self._compiled_forward = torch.compile(self.model, dynamic=True)
+        return self._compiled_forward
 
     def _scorer(self):
         from serm.model.fast_bert import BertScorer
