@@ -54,7 +54,8 @@ def mine_op(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: Input
             scores: Input[List[Dataset]], candidates: Output[Dataset]):
     from pipelines import cluster_runtime
 
-    cluster_runtime.mine(repo, rev, policy_path, dvc_remote, batch.path, [s.path for s in scores], candidates.path)
+    candidates.metadata["manifest"] = cluster_runtime.mine(repo, rev, policy_path, dvc_remote, batch.path,
+                                                           [s.path for s in scores], candidates.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -62,7 +63,8 @@ def annotate_op(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: I
                 candidates: Input[Dataset], labels: Output[Dataset]):
     from pipelines import cluster_runtime
 
-    cluster_runtime.annotate(repo, rev, policy_path, dvc_remote, batch.path, candidates.path, labels.path)
+    labels.metadata["manifest"] = cluster_runtime.annotate(repo, rev, policy_path, dvc_remote, batch.path,
+                                                           candidates.path, labels.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -70,7 +72,7 @@ def check_op(repo: str, rev: str, policy_path: str, dvc_remote: str, labels: Inp
              report: Output[Artifact]):
     from pipelines import cluster_runtime
 
-    cluster_runtime.check(repo, rev, policy_path, dvc_remote, labels.path, report.path)
+    report.metadata["manifest"] = cluster_runtime.check(repo, rev, policy_path, dvc_remote, labels.path, report.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -78,7 +80,8 @@ def train_op(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: Inpu
              model: Output[Model]):
     from pipelines import cluster_runtime
 
-    cluster_runtime.train(repo, rev, policy_path, dvc_remote, batch.path, labels.path, model.path)
+    model.metadata["manifest"] = cluster_runtime.train(repo, rev, policy_path, dvc_remote, batch.path, labels.path,
+                                                       model.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -86,7 +89,8 @@ def evaluate_op(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: I
                 metrics: Output[Artifact]):
     from pipelines import cluster_runtime
 
-    cluster_runtime.evaluate(repo, rev, policy_path, dvc_remote, batch.path, model.path, metrics.path)
+    metrics.metadata["manifest"] = cluster_runtime.evaluate(repo, rev, policy_path, dvc_remote, batch.path,
+                                                            model.path, metrics.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -95,8 +99,10 @@ def promote_op(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: s
                metrics: Input[Artifact]) -> str:
     from pipelines import cluster_runtime
 
+    entries = {stage: art.metadata.get("manifest") for stage, art in
+               (("mine", candidates), ("annotate", labels), ("check", report), ("train", model), ("evaluate", metrics))}
     return cluster_runtime.promote(repo, rev, policy_path, dvc_remote, branch, batch.path, candidates.path,
-                                   labels.path, report.path, model.path, metrics.path)
+                                   labels.path, report.path, model.path, metrics.path, entries)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

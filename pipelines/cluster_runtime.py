@@ -102,14 +102,14 @@ def prepare(repo: str, rev: str, policy_path: str, dvc_remote: str, force: bool,
     """Ingest the next stream batch and check drift; the batch (events, quarantine, drift report,
     the round manifest, the stream pairs with their Feast features) is the output. Returns
     whether the round goes on (the trigger fired, or `force`)."""
-    from serm import featurestore, stages
+    from serm import featurestore, stages, versioning
     from serm.data import xquad
 
     ws, policy, round_no, batch_no = context(repo, rev, policy_path, dvc_remote)
     seed_ts, _ = _history_times(ws)
     featurestore.ingest_documents(ws.root, xquad.documents(), seed_ts)
     man = stages.Manifest(ws, round_no)
-    man.set(batch=batch_no, policy=policy_path, policy_hash=policy.hash(), base=rev)
+    man.set(batch=batch_no, policy=policy_path, policy_hash=policy.hash(), base=versioning.git(ws, "rev-parse", "HEAD"))
     ing = stages.run_stage(ws, round_no, "ingest", lambda: stages.stage_ingest(ws, policy, round_no, batch_no))
     drift = stages.run_stage(ws, round_no, "drift", lambda: stages.stage_drift(ws, policy, round_no, ing["pairs"]))
     go = bool(drift["trigger"] or force)
@@ -154,7 +154,7 @@ def score_shard(repo: str, rev: str, policy_path: str, dvc_remote: str, shard: i
     print(f"[mine] shard {shard + 1}/{shards}: {info['scored_pairs']} of {len(rows)} pairs scored", flush=True)
 
 
-def mine(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, scores: list[str], out: str) -> None:
+def mine(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, scores: list[str], out: str) -> dict:
     """Merge the shards' scores into one pass over the whole batch (each pair scored by exactly
     one shard, checked) and run every miner agent and the combiner on all of it."""
     import numpy as np
@@ -183,9 +183,10 @@ def mine(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, sco
     report["shards"] = sorted(shards, key=lambda s: s["shard"])
     stages.atomic_write_json(d / "mining_report.json", report)
     publish(d, out, "mine")
+    return stages.Manifest(ws, round_no).data["stages"]["mine"]
 
 
-def annotate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, candidates: str, out: str) -> None:
+def annotate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, candidates: str, out: str) -> dict:
     from serm import stages
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
@@ -194,9 +195,10 @@ def annotate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str,
     stages.run_stage(ws, round_no, "annotate", lambda: stages.stage_annotate(
         ws, policy, round_no, Path(candidates) / "mine" / "candidates.parquet", d))
     publish(d, out, "annotate")
+    return stages.Manifest(ws, round_no).data["stages"]["annotate"]
 
 
-def check(repo: str, rev: str, policy_path: str, dvc_remote: str, labels: str, out: str) -> None:
+def check(repo: str, rev: str, policy_path: str, dvc_remote: str, labels: str, out: str) -> dict:
     from serm import stages
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
@@ -204,9 +206,10 @@ def check(repo: str, rev: str, policy_path: str, dvc_remote: str, labels: str, o
     stages.run_stage(ws, round_no, "check", lambda: stages.stage_check(
         ws, policy, Path(labels) / "annotate" / "labels.parquet", d))
     publish(d, out, "check")
+    return stages.Manifest(ws, round_no).data["stages"]["check"]
 
 
-def train(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, labels: str, out: str) -> None:
+def train(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, labels: str, out: str) -> dict:
     from serm import stages
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
@@ -216,9 +219,10 @@ def train(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, la
     stages.run_stage(ws, round_no, "train", lambda: stages.stage_train(
         ws, policy, round_no, Path(labels) / "annotate" / "labels.parquet", d))
     publish(d, out)
+    return stages.Manifest(ws, round_no).data["stages"]["train"]
 
 
-def evaluate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, model: str, out: str) -> None:
+def evaluate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, model: str, out: str) -> dict:
     from serm import stages
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
@@ -226,15 +230,25 @@ def evaluate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str,
     d = ws.staging(round_no) / "evaluate"
     stages.run_stage(ws, round_no, "evaluate", lambda: stages.stage_evaluate(ws, policy, round_no, Path(model), d))
     publish(d, out, "evaluate")
+    return stages.Manifest(ws, round_no).data["stages"]["evaluate"]
 
 
 def promote(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: str, batch: str, candidates: str,
-            labels: str, report: str, model: str, metrics: str) -> str:
-    """Decide, commit the round in this step's clone (`dvc push` first), push commit and tag."""
+            labels: str, report: str, model: str, metrics: str, entries: dict) -> str:
+    """Decide, commit the round in this step's clone (`dvc push` first), push commit and tag.
+    `entries`: each earlier step's round-manifest entry (KFP artifact metadata), so the
+    committed manifest records every stage although each ran in a clone of its own."""
     from serm import stages
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
     stage_in(ws, round_no, batch, candidates, labels, report, metrics)
+    man = stages.Manifest(ws, round_no)
+    for stage, entry in entries.items():
+        if not entry:
+            raise PipelineError(f"the {stage} step handed on no manifest entry (artifact metadata 'manifest'); "
+                                "rerun the pipeline with this version's components")
+        man.data["stages"][stage] = entry
+    man.set()
     m = json.loads((Path(metrics) / "evaluate" / "metrics.json").read_text())
     ok, reason = stages.promotion_decision(m, policy.promotion)
     print(f"[promote] {'promote' if ok else 'keep production'}: {reason}", flush=True)

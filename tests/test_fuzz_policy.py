@@ -15,6 +15,7 @@ import datetime
 import subprocess
 import sys
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -99,8 +100,23 @@ def mutated_policy(draw):
     return raw
 
 
+TOTALS = {"cases": 0, "valid": 0, "refused": 0, "errors": 0, "field_errors": 0, "file_errors": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_totals(request):
+    """After the module: how many policies were checked and what came of them (README figures)."""
+    yield
+    if TOTALS["cases"]:
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            request.config.pluginmanager.get_plugin("terminalreporter").write_line(
+                "policy fuzzing: {cases} policies checked ({valid} valid, {refused} refused with {errors} errors: "
+                "{field_errors} naming a field, {file_errors} about the whole file; 0 other exceptions)".format(**TOTALS))
+
+
 def check_outcome(call, source: str):
     """The property. Returns the Policy or the PolicyError."""
+    TOTALS["cases"] += 1
     try:
         result = call()
     except PolicyError as exc:
@@ -116,7 +132,12 @@ def check_outcome(call, source: str):
                 assert message.startswith(FILE_LEVEL), f"a field-less error must concern the whole file: {message}"
         # one "field: message" line and one "fix: hint" line per error, after the header
         assert len(text.split("\n")) == 1 + 2 * len(exc.errors)
+        TOTALS["refused"] += 1
+        TOTALS["errors"] += len(exc.errors)
+        TOTALS["field_errors"] += sum(1 for f, _, _ in exc.errors if f)
+        TOTALS["file_errors"] += sum(1 for f, _, _ in exc.errors if not f)
         return exc
+    TOTALS["valid"] += 1
     assert isinstance(result, Policy)
     assert parse_policy(result.model_dump(mode="json")).hash() == result.hash(), "a valid policy re-validates"
     return result

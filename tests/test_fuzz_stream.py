@@ -107,6 +107,20 @@ def _norm_id(v):
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
+TOTALS = {"batches": 0, "rows": 0, "valid": 0, "quarantined": 0, "duplicates": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_totals(request):
+    """After the module: rows fuzzed and where each went (README figures)."""
+    yield
+    if TOTALS["batches"]:
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            request.config.pluginmanager.get_plugin("terminalreporter").write_line(
+                "stream fuzzing: {batches} batches, {rows} rows: {valid} valid + {quarantined} quarantined "
+                "({duplicates} as duplicate events); 0 rows lost".format(**TOTALS))
+
+
 def check_reconciles(df, bad):
     v = validate_events(df, known_doc_ids=KNOWN_DOCS)
     n = len(df)
@@ -143,6 +157,9 @@ def check_reconciles(df, bad):
     assert set(val["doc_id"]) <= KNOWN_DOCS
     for frame in (val, q):      # stage_ingest writes both; a lone surrogate must not break that
         assert pa.Table.from_pandas(frame, preserve_index=False).num_rows == len(frame)
+    assert len(val) + len(q) == n, "every row is valid or quarantined: none lost"
+    TOTALS.update(batches=TOTALS["batches"] + 1, rows=TOTALS["rows"] + n, valid=TOTALS["valid"] + len(val),
+                  quarantined=TOTALS["quarantined"] + len(q), duplicates=TOTALS["duplicates"] + len(dup_rows))
     return v
 
 

@@ -131,3 +131,17 @@ def test_dockerfile_installs_what_the_project_pins():
     assert "install -y --no-install-recommends git" in text, "steps clone the workspace"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".serm", "data", ".dvc-remote"} <= set(ignored)
+
+
+def test_pairs_are_split_by_query_into_stable_shards():
+    from pipelines.cluster_runtime import shard_of
+
+    queries = [f"q{i % 40}" for i in range(200)]          # 40 queries, 5 pairs each
+    shards = shard_of(queries, 4)
+    assert shards.tolist() == shard_of(queries, 4).tolist(), "the same split in every step"
+    assert set(shards.tolist()) == {0, 1, 2, 3}
+    by_query = {}
+    for q, s in zip(queries, shards):
+        by_query.setdefault(q, set()).add(int(s))
+    assert all(len(s) == 1 for s in by_query.values()), "a query's pairs stay together"
+    assert (shard_of(queries, 1) == 0).all()
