@@ -45,6 +45,7 @@ def build_batch(policy, n_pairs: int):
     import numpy as np
     import pandas as pd
 
+    from serm.bench import pair_features
     from serm.data import xquad
     from serm.data.stream import simulate_clicks
 
@@ -71,11 +72,7 @@ def build_batch(policy, n_pairs: int):
     rng = np.random.default_rng(policy.seed)
     ranker = cands["grade"].to_numpy() / 3.0 + rng.normal(0.0, 0.5, len(cands))  # a mediocre production ranker
     events = simulate_clicks(cands, ranker, d.clicks, 1, policy.seed, datetime.now(timezone.utc))
-    g = events.groupby(["query_id", "doc_id"], sort=False)
-    feats = g.agg(impressions=("clicked", "size"), clicks=("clicked", "sum"), mean_position=("position", "mean"),
-                  dwell=("dwell_s", "sum")).reset_index()
-    feats["mean_dwell_s"] = np.where(feats.clicks > 0, feats.dwell / feats.clicks.clip(lower=1), 0.0)
-    pairs = cands.drop(columns=["grade", "question_id"]).merge(feats.drop(columns="dwell"), on=["query_id", "doc_id"])
+    pairs = cands.drop(columns=["grade", "question_id"]).merge(pair_features(events), on=["query_id", "doc_id"])
     return pairs, events[["query_id", "doc_id", "position", "clicked"]], reference
 
 
