@@ -90,7 +90,9 @@ class DetectorSpec(_Strict):
     def _type_defaults(cls, data):
         from monitoring.drift import DEFAULT_THRESHOLDS
 
-        if isinstance(data, dict) and "threshold" not in data and data.get("type") in DEFAULT_THRESHOLDS:
+        # `type` may be anything a user wrote (a list, a mapping): only a name can have a default.
+        if isinstance(data, dict) and "threshold" not in data and isinstance(data.get("type"), str) \
+                and data["type"] in DEFAULT_THRESHOLDS:
             data = {**data, "threshold": DEFAULT_THRESHOLDS[data["type"]]}
         return data
 
