@@ -147,15 +147,35 @@ def test_assert_no_secret_finds_a_planted_key(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_round_with_a_planted_key_leaks_nothing(tmp_path):
-    """init + one forced round on the tiny policy with the key in the environment; every file the
-    workspace holds afterwards (manifests, reports, logs, Parquet, Feast SQLite, DVC cache, git
-    objects and every committed revision) and all console output are searched."""
+    """init + one forced round on the tiny policy plus an `llm_judge` that authenticates with the
+    planted key (`api_key_env`) against an OpenAI-compatible peer on 127.0.0.1 that refuses any
+    other key, so the key is really used; every file the workspace holds afterwards (manifests,
+    reports, logs, votes, Parquet, Feast SQLite, vote cache, DVC cache, git objects and every
+    committed revision) and all console output are searched."""
+    import pandas as pd
+    import yaml
+
+    from serm.annotation.openai_peer import Peer
+
     ws = tmp_path / "ws"
     ws.mkdir()
-    init = serm("init", "--policy", str(TINY), "--workspace", str(ws), timeout=1200)
-    assert init.returncode == 0, init.stderr[-3000:]
-    evolve = serm("evolve", "--force", "--policy", str(TINY), "--workspace", str(ws), timeout=1200)
-    assert evolve.returncode == 0, evolve.stderr[-3000:]
+    with Peer(rule="overlap", api_key=SECRET) as peer:
+        raw = yaml.safe_load(TINY.read_text())
+        raw["annotation"]["agents"].append({"name": "llm_judge", "endpoint": peer.url, "model": "peer-judge",
+                                            "samples": 2, "api_key_env": ENV_NAME})
+        policy = tmp_path / "policy" / "judged.yaml"   # outside the searched workspace; holds no key
+        policy.parent.mkdir()
+        policy.write_text(yaml.safe_dump(raw, sort_keys=False))
+        init = serm("init", "--policy", str(policy), "--workspace", str(ws), timeout=1200)
+        assert init.returncode == 0, init.stderr[-3000:]
+        evolve = serm("evolve", "--force", "--policy", str(policy), "--workspace", str(ws), timeout=1200)
+        assert evolve.returncode == 0, evolve.stdout[-3000:] + evolve.stderr[-3000:]
+        chats = peer.chat_requests()
+    assert chats, "the judge was asked"
+    assert all(c["headers"]["authorization"] == f"Bearer {SECRET}" for c in chats), "the key went only to the header"
+    votes = pd.read_parquet(ws / "data" / "rounds" / "r0001" / "votes.parquet")
+    assert (votes["agent"] == "llm_judge:peer-judge").any() and votes.loc[
+        votes["agent"] == "llm_judge:peer-judge", "grade"].notna().any(), "the judge's votes are in"
     searched = assert_no_secret([ws], SECRET, [init.stdout, init.stderr, evolve.stdout, evolve.stderr])
     revs = subprocess.run(["git", "rev-list", "--all"], cwd=ws, capture_output=True, text=True, check=True).stdout.split()
     grep = subprocess.run(["git", "grep", "-a", "-F", SECRET, *revs], cwd=ws, capture_output=True, text=True)
