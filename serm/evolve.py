@@ -29,6 +29,9 @@ def init_workspace(ws: Workspace, policy, policy_path: Path, log=print) -> None:
     missing = [line for line in GITIGNORE if line not in lines]
     if missing:
         gi.write_text("\n".join(lines + missing) + "\n")
+    if (ws.root / ".git").exists() and (ws.root / ".dvc").exists() and \
+            versioning.git(ws, "rev-parse", "--verify", "-q", "HEAD", check=False):
+        stages.recover(ws, log)  # before init_repo, which would repair data/ without a word
     versioning.init_repo(ws, policy.versioning.remote)
     if not versioning.git(ws, "rev-parse", "--verify", "-q", "HEAD", check=False):
         versioning.git(ws, "add", ".gitignore", "data.dvc", ".dvc/config", ".dvc/.gitignore",

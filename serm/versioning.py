@@ -99,9 +99,11 @@ def ensure_data(ws: Workspace) -> None:
             repo.add(str(ws.data))  # re-creates the (empty) cache entry; data.dvc is unchanged
         return
     if not clean(ws):
+        orphans = uncommitted_objects(ws)   # what an interrupted `dvc add` may have left in the cache
         with quiet():
             repo.fetch(targets=[str(ws.root / "data.dvc")])
             repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+        prune_cache(ws, orphans)
 
 
 def clean(ws: Workspace) -> bool:
