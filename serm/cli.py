@@ -298,6 +298,9 @@ def cmd_pipeline_submit(args) -> int:
                             "http(s)://) after `dvc push` to it")
     rev = args.rev or versioning.git(ws, "rev-parse", "HEAD")
     branch = args.branch or versioning.git(ws, "rev-parse", "--abbrev-ref", "HEAD")
+    if branch == "HEAD":
+        raise PipelineError(f"{ws.root} is on a detached HEAD: pass --branch NAME, the branch the round's commit "
+                            "is pushed to")
     policy_path = args.policy_path or "policies/default.yaml"
     arguments = {"repo": repo, "rev": rev, "branch": branch, "policy_path": policy_path,
                  "dvc_remote": dvc_remote, "force": bool(args.force)}

@@ -121,6 +121,9 @@ def test_a_local_dvc_remote_or_no_origin_is_refused_before_any_request(peer, wor
     assert main(["pipeline", "submit", "--host", host, "--workspace", str(workspace)]) == 2
     err = capsys.readouterr().err
     assert f"DVC remote {workspace / '.dvc-remote'} is a local folder" in err and "--dvc-remote s3://" in err
+    git(workspace, "checkout", "-q", "--detach")
+    assert main(["pipeline", "submit", "--host", host, "--workspace", str(workspace), "--dvc-remote", "s3://b/s"]) == 2
+    assert "detached HEAD: pass --branch" in capsys.readouterr().err
     git(workspace, "remote", "remove", "origin")
     assert main(["pipeline", "submit", "--host", host, "--workspace", str(workspace), "--dvc-remote", "s3://b/s"]) == 2
     assert "no git remote `origin`" in capsys.readouterr().err
