@@ -87,7 +87,7 @@ def test_reviewers_resolve_escalations_between_rounds(ws, tmp_path):
     from serm.data import xquad
 
     queue = escalations.read_queue(ws / "data")
-    assert len(queue) > 0, "round 1 left open escalations (the simulated reviewer's budget is 4)"
+    assert len(queue) > 0, "round 1 left open escalations (the simulated reviewer's budget is 2)"
     out = tmp_path / "review.csv"
     serm(ws, "escalations", "export", "--format", "csv", "--out", str(out))
     review = pd.read_csv(out, dtype=str, keep_default_na=False)
