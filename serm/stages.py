@@ -586,6 +586,7 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
     from serm import versioning
     from serm.report import write_round_report
 
+    t0 = time.perf_counter()
     stage = ws.staging(round_no)
     state = ws.state()
     rdir = ws.round_dir(round_no)
@@ -633,5 +634,6 @@ def finish_round(ws: Workspace, policy, round_no: int, promote: bool, reason: st
            else f"serm: round {round_no} kept v{state['production']} ({reason})")
     log(f"[version] dvc add + push of data/, then the git commit{' and tag ' + tag if tag else ''}")
     sha = versioning.commit_version(ws, msg, tag)
-    log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else ""))
+    log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else "")
+        + f" (outputs, report, dashboard and version in {time.perf_counter() - t0:.0f}s)")
     return {"commit": sha, "tag": tag, "production": new_state["production"]}
