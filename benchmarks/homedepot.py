@@ -40,8 +40,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "homedepot" / "judgments.parquet"
 sys.path.insert(0, str(ROOT))
+from serm.data import homedepot_path  # noqa: E402  (the checkout first on the path)
+
+DEFAULT_DATA = homedepot_path()
 
 
 def rankable_queries(df):

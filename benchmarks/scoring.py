@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOMEDEPOT = ROOT.parent / "shared" / "data" / "homedepot" / "judgments.parquet"
 # Dense bf16 peak (TFLOP/s, no sparsity) by device name; --gpu-peak-tflops overrides.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
                     "L4": 121.0, "A10G": 70.0, "A10": 125.0, "RTX 4090": 165.0}
@@ -42,15 +41,17 @@ def load_pairs(path: Path | None, n: int, seed: int):
     """`n` judged pairs (query, doc_title, doc_text), sampled with `seed`, and where they came from."""
     from serm.data.judgments import load_judgments
 
-    if path is None and HOMEDEPOT.exists():
-        path = HOMEDEPOT
+    from serm.data import homedepot_path
+
+    if path is None and homedepot_path().exists():
+        path = homedepot_path()
     if path is not None:
         df = load_judgments(path)
         source = str(path)
     else:
         from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
 
-        print(f"note: {HOMEDEPOT} is absent; using the packaged XQuAD (English questions, long paragraphs "
+        print(f"note: {homedepot_path()} is absent; using the packaged XQuAD (English questions, long paragraphs "
               f"truncated at max_length): pass --data for other pairs")
         q = load_questions()
         df = candidate_lists(q[q.locale == "en"], load_paragraphs(), 2, 4, seed=seed)

@@ -44,7 +44,6 @@ from serm.errors import DataError
 STRATEGIES = ("serm", "self_training", "random", "uncertainty_only", "gold", "no_new_labels")
 ANNOTATED = ("serm", "random", "uncertainty_only")
 ROOT = Path(__file__).resolve().parents[1]
-HOMEDEPOT = ROOT.parent / "shared" / "data" / "homedepot" / "judgments.parquet"
 POLICIES = {"xquad": ROOT / "benchmarks" / "evolution-xquad.yaml",
             "homedepot": ROOT / "benchmarks" / "evolution-homedepot.yaml"}
 
@@ -435,7 +434,9 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
     if unknown:
         raise DataError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
     policies = {**POLICIES, **(policies or {})}
-    hd_path = Path(homedepot_path) if homedepot_path else HOMEDEPOT
+    from serm.data import homedepot_path as default_homedepot
+
+    hd_path = Path(homedepot_path) if homedepot_path else default_homedepot()
     t_all = time.perf_counter()
     records, walls, used, used_sizes = [], {}, {}, {}
     sizes_override = sizes

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from serm.cli import main
+from serm.data import homedepot_path
 from serm.data.judgments import load_judgments
 from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
 from serm.evaluation import evaluate
@@ -20,7 +21,7 @@ from serm.model.training import set_seed
 from serm.policy import ModelSpec
 
 SPEC = ModelSpec(max_length=48, window_words=24, batch_size=16)
-HOMEDEPOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "homedepot" / "judgments.parquet"
+HOMEDEPOT = homedepot_path()
 KEYS = {"ndcg@4", "ndcg@10", "accuracy", "macro_f1", "queries", "pairs", "excluded_queries"}
 
 
@@ -153,7 +154,7 @@ def test_versions_resolve_from_the_workspace(capsys, files, tmp_path):
 
 def test_homedepot_sample_titles_only(capsys, model_dir, tmp_path):
     if not HOMEDEPOT.exists():
-        pytest.skip(f"Home Depot data not found at {HOMEDEPOT} (Kaggle data, not shipped; see shared/data/README.md)")
+        pytest.skip(f"Home Depot data not found at {HOMEDEPOT} (Kaggle data, not shipped; set SERM_HOMEDEPOT or see shared/data/README.md)")
     df = pd.read_parquet(HOMEDEPOT)
     assert df["doc_text"].isna().all()  # titles only: the loader turns the missing text into ""
     sample = df[df.query_id.isin(sorted(df.query_id.unique())[:12])]
