@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serm.data import pair_keys, without_pairs
 from serm.errors import CheckFailed, DataError
 from serm.workspace import Workspace, atomic_write_json, copy_tree, write_parquet
 
@@ -378,7 +379,7 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
 
     from serm import simulation
     from serm.annotation import escalations
-    from serm.annotation.annotate import annotate
+    from serm.annotation.annotate import REVIEWED, annotate
     from serm.annotation.base import AnnotationContext
     from serm.annotation.cache import VoteCache
     from serm.annotation.human import SimulatedHuman
@@ -400,14 +401,14 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
             cache.close()
     # Reviewer grades imported since the last round train now, mined again or not.
     waiting = escalations.pending(resolved)
-    waiting = waiting[[k not in set(zip(labels.query_id, labels.doc_id)) for k in zip(waiting.query_id, waiting.doc_id)]]
+    waiting = without_pairs(waiting, pair_keys(labels))
     if len(waiting):
         labels = pd.concat([labels, pd.DataFrame({
             "query_id": waiting.query_id, "doc_id": waiting.doc_id, "grade": waiting.grade.astype("Int8"),
             "agreement": 1.0, "status": "human", "agents": [f"human={int(g)}" for g in waiting.grade],
-            "why": "resolved by a reviewer (imported)", "round": round_no, "policy_hash": policy.hash()})],
-            ignore_index=True)
-    report["reviewer_resolutions_trained"] = int(len(waiting))
+            "why": REVIEWED, "round": round_no, "policy_hash": policy.hash()})], ignore_index=True)
+    report["human_resolved"] = int((labels.status == "human").sum())
+    report["reviewer_resolutions_trained"] = int((labels.why == REVIEWED).sum())
     # Simulation-only diagnostic: how right were the accepted labels? (never used by the pipeline)
     gold = simulation.oracle(policy)
     acc = labels[labels.status == "accepted"]
@@ -421,8 +422,8 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
     atomic_write_json(out_dir / "cost_ledger.json", {"round": round_no, "cost": report["cost"],
                                                      "tokens": report["tokens"], "agents": report["ledger"]})
     log(f"[annotate] {report['candidates']} candidates: {report['accepted']} accepted, "
-        f"{report['human_resolved']} resolved by people ({report['reviewer_resolutions_trained']} imported, rest by "
-        f"the simulated reviewer), {report['escalated_open']} escalated and open, {report['rejected']} rejected; "
+        f"{report['human_resolved']} resolved by people ({report['reviewer_resolutions_trained']} from imported reviews, "
+        f"the rest by the simulated reviewer), {report['escalated_open']} escalated and open, {report['rejected']} rejected; "
         f"{report['cached_votes']} votes from the cache, cost {report['cost']}")
     return {k: report[k] for k in ("candidates", "accepted", "human_resolved", "escalated_open", "rejected",
                                    "cached_votes", "cost", "tokens")}
@@ -564,7 +565,7 @@ def update_escalations(ws: Workspace, round_no: int, labels, round_escalations) 
 
     labelled = set(zip(*[trainable(labels)[c] for c in ("query_id", "doc_id")]))
     queue = escalations.read_queue(ws.data)
-    queue = queue[[k not in labelled for k in zip(queue.query_id, queue.doc_id)]]
+    queue = without_pairs(queue, labelled)
     queue = escalations.merge_queue(queue, round_escalations)
     resolved = escalations.read_resolved(ws.data)
     if len(resolved):

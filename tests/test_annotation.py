@@ -192,3 +192,28 @@ def test_min_agreement_gate_escalates_a_split_jury_that_the_spread_gate_lets_thr
     strict = AgreementSpec(inter_min_agents=3, inter_max_spread=3, inter_min_agreement=0.75)
     out = level2(grades, strict, "escalate", 1, "h").iloc[0]
     assert out.status == "escalated" and "agreement 0.6 < inter_min_agreement 0.75" in out.why
+
+
+def test_a_reviewer_grade_imported_after_a_cached_abstention_still_decides_the_pair(tmp_path):
+    """The `human` agent is never served from the vote cache: round 1 it abstains on a pair, a
+    reviewer grades the pair, round 2 (same pair mined again) the reviewer's grade is the label."""
+    spec = AnnotationSpec(agents=[{"name": "lexical", "samples": 1}, {"name": "click_evidence", "model": "ctr"},
+                                  {"name": "human"}], agreement={"inter_min_agents": 2})
+    with VoteCache(tmp_path / "votes.sqlite") as cache:
+        ctx = AnnotationContext(pairs=PAIRS, documents=DOCS, seed=0)
+        _, first, _, _ = annotate(ctx, spec, 1, "h", log=lambda *_: None, cache=cache)
+        assert first.set_index("doc_id").loc["d1", "status"] == "accepted"
+        resolved = pd.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "grade": [1], "reviewer": ["ana"]})
+        ctx = AnnotationContext(pairs=PAIRS, documents=DOCS, seed=0, resolved=resolved)
+        votes, second, _, report = annotate(ctx, spec, 2, "h", log=lambda *_: None, cache=cache)
+    row = second.set_index("doc_id").loc["d1"]
+    assert row.status == "human" and row.grade == 1
+    assert not votes[votes.agent == "human"].cached.any() and votes[votes.agent == "lexical"].cached.all()
+    assert report["escalated_total"] == 0, "a reviewer's decision is not an escalation"
+
+
+def test_no_candidates_means_no_votes_and_no_labels():
+    spec = AnnotationSpec(agents=[{"name": "lexical"}, {"name": "click_evidence"}])
+    votes, labels, open_esc, report = annotate(AnnotationContext(pairs=PAIRS.iloc[0:0], documents=DOCS, seed=0),
+                                               spec, 1, "h", log=lambda *_: None)
+    assert len(votes) == len(labels) == len(open_esc) == 0 and report["candidates"] == 0 and report["accepted"] == 0

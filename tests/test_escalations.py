@@ -132,3 +132,18 @@ def test_cli_import_commits_a_data_version_and_refuses_bad_files_unchanged(tmp_p
     assert list(escalations.read_queue(ws.data).query_id) == ["en:q1", "en:q3"]
     listing = serm(ws.root, "escalations", "list").stdout
     assert "2 escalation(s) open, 1 resolved (1 not trained on yet)" in listing
+
+
+def test_an_emptied_queue_still_exports_and_imports_cleanly(tmp_path):
+    data = tmp_path / "data"
+    write_parquet(QUEUE.iloc[:1], escalations.queue_path(data))
+    f = tmp_path / "r.csv"
+    pd.DataFrame({"query_id": ["en:q1"], "doc_id": ["en:d1"], "grade": ["2"]}).to_csv(f, index=False)
+    got, _ = escalations.parse_resolutions(f, escalations.read_queue(data))
+    assert escalations.apply_resolutions(data, got, "r.csv") == {"resolved": 1, "queue_left": 0}
+    empty = escalations.read_queue(data)
+    assert len(empty) == 0 and list(empty.columns) == escalations.QUEUE_COLUMNS
+    out = escalations.export(empty, "csv", tmp_path / "q.csv")[0]
+    assert pd.read_csv(out).columns.tolist() == [*escalations.QUEUE_COLUMNS, "grade"]
+    with pytest.raises(DataError, match="not in the escalation queue"):
+        escalations.parse_resolutions(f, empty)

@@ -114,3 +114,14 @@ def test_prefilter_and_combine_name_listed_agents():
     assert "prefilter.agents: 'novelty' is not a listed mining agent" in msg
     msg = policy_errors(agents=agents, combine={"per_agent_quota": {"novelty": 0.3}})
     assert "combine.per_agent_quota: 'novelty' is not a listed mining agent; listed: user_feedback, uncertainty" in msg
+
+
+def test_a_round_where_no_agent_picks_anything_mines_nothing_cleanly():
+    """Nothing engaged, nothing uncertain enough, pairs already labelled: an empty candidate
+    frame with its columns, not a crash (a boolean *list* over an empty frame selects columns)."""
+    ctx = ctx_of([("q1", "d1", "en", 0, 0.0, CONFIDENT_HIGH), ("q1", "d2", "en", 0, 0.0, CONFIDENT_LOW)])
+    spec = MiningSpec(budget=5, agents=[AgentSpec(name="user_feedback"), AgentSpec(name="uncertainty", min_value=5.0)],
+                      combine={"contrast_per_query": 1})
+    cands, report = mine(ctx, spec, round_no=2, labelled={("q9", "d9")})
+    assert len(cands) == 0 and {"query_id", "doc_id", "agents", "reasons"} <= set(cands.columns)
+    assert report["selected"] == 0

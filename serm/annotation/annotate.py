@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 from serm.agents import build
+from serm.data import without_pairs
 from serm.annotation.agreement import level1, level2, reliabilities
-from serm.annotation.base import AnnotationContext, is_transient
+from serm.annotation.base import AnnotationContext, is_transient, votes_frame
 
 HUMAN = "human"
+REVIEWED = "resolved by a reviewer"   # the `why` of a label a reviewer's imported grade decided
 
 
 def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, human=None, log=print,
@@ -36,12 +38,13 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         agent = build(REGISTRY, agent_spec)
         t0 = time.perf_counter()
         cached, todo = None, ctx.pairs
-        if cache is not None:
-            key = agent_key(agent)
+        use_cache = cache is not None and agent.cacheable and len(ctx.pairs) > 0
+        if use_cache:
+            key = agent_key(agent, agent.cache_token(ctx))
             cached, hit = cache.lookup(key, ctx.pairs)
             todo = ctx.pairs[~hit]
         fresh = agent.vote(dataclasses.replace(ctx, pairs=todo)) if len(todo) else None
-        if cache is not None and fresh is not None:
+        if use_cache and fresh is not None:
             cache.store(key, todo, fresh)
         parts = [f.assign(cached=c) for f, c in ((cached, True), (fresh, False)) if f is not None and len(f)]
         if not parts:
@@ -53,20 +56,20 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         log(f"  {agent}: {len(v)} votes ({int(v.cached.sum())} cached), "
             f"{int(v['grade'].isna().sum())} abstentions ({seconds}s)")
         all_votes.append(v)
-    votes = pd.concat(all_votes, ignore_index=True)
+    votes = pd.concat(all_votes, ignore_index=True) if all_votes else votes_frame([]).assign(cached=False)
     votes["cached"] = votes["cached"].astype(bool)
 
     per_agent = level1(votes, spec.agreement.intra_min_share)
     by_human = per_agent[(per_agent.agent == HUMAN) & per_agent.grade.notna()]
     machine = per_agent[per_agent.agent != HUMAN]
     decided = set(zip(by_human.query_id, by_human.doc_id))
-    machine = machine[[k not in decided for k in zip(machine.query_id, machine.doc_id)]]
+    machine = without_pairs(machine, decided)
     labels = level2(machine, spec.agreement, spec.on_disagreement, round_no, policy_hash, audits)
     if len(by_human):
         labels = pd.concat([labels, pd.DataFrame({
             "query_id": by_human.query_id, "doc_id": by_human.doc_id, "grade": by_human.grade.astype("Int8"),
             "agreement": 1.0, "status": "human", "agents": [f"human={int(g)}" for g in by_human.grade],
-            "why": "resolved by a reviewer", "round": round_no, "policy_hash": policy_hash})], ignore_index=True)
+            "why": REVIEWED, "round": round_no, "policy_hash": policy_hash})], ignore_index=True)
 
     escalated = labels[labels.status == "escalated"]
     if human is not None and len(escalated):
@@ -81,7 +84,10 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         "human_resolved": int((labels.status == "human").sum()),
         "escalated_open": int((labels.status == "escalated").sum()),
         "rejected": int((labels.status == "rejected").sum()),
-        "escalated_total": int((labels.status == "escalated").sum() + (labels.status == "human").sum()),
+        # escalated this round: still open, or resolved by the simulated reviewer (a reviewer's
+        # imported grade for a re-mined pair decided it without an escalation)
+        "escalated_total": int((labels.status == "escalated").sum()
+                               + ((labels.status == "human") & (labels.why != REVIEWED)).sum()),
         "level1_abstention": abstain,
         "aggregate": spec.agreement.aggregate,
         "ledger": ledger,

@@ -33,6 +33,17 @@ class AnnotationContext:
                                                     # for agents named as simulated (noisy_judge)
 
 
+def pair_rng(seed: int, salt: int, query_id: str, doc_id: str, *more: int):
+    """A generator for one pair's samples, the same in every process (Python's `hash()` of a
+    string is salted per process, so a resumed stage or another seed would not reproduce)."""
+    import zlib
+
+    import numpy as np
+
+    return np.random.default_rng([seed, salt, *more, zlib.crc32(str(query_id).encode()),
+                                  zlib.crc32(str(doc_id).encode())])
+
+
 def grade_from_thresholds(value: float, thresholds) -> int:
     """thresholds [t1, t2, t3]: value >= t3 → 3, >= t2 → 2, >= t1 → 1, else 0."""
     return int(sum(value >= t for t in thresholds))
@@ -61,6 +72,14 @@ def is_transient(rationale) -> bool:
 class AnnotationAgent(Agent):
     #: Params that cannot change a grade (timeouts, concurrency, ...): left out of the cache key.
     cache_ignore: frozenset[str] = frozenset()
+    #: False: the agent's votes depend on state outside its params (the `human` agent's on
+    #: imported grades), so they are never cached.
+    cacheable: bool = True
+
+    def cache_token(self, ctx: "AnnotationContext") -> str:
+        """What else identifies this agent's judgments besides its params (a teacher: its
+        weights). Part of the vote cache key."""
+        return ""
 
     @abstractmethod
     def vote(self, ctx: AnnotationContext):

@@ -26,10 +26,10 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS votes (
     PRIMARY KEY (agent_key, query_id, doc_id, content))"""
 
 
-def agent_key(agent) -> str:
-    """Name + the grade-relevant parameters, hashed."""
+def agent_key(agent, token: str = "") -> str:
+    """Name + the grade-relevant parameters (+ the agent's `cache_token`), hashed."""
     params = {k: v for k, v in agent.params.model_dump(mode="json").items() if k not in agent.cache_ignore}
-    blob = json.dumps({"agent": agent.name, "params": params}, sort_keys=True, default=str)
+    blob = json.dumps({"agent": agent.name, "params": params, "token": token}, sort_keys=True, default=str)
     return f"{agent.name}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 

@@ -9,7 +9,8 @@ import time
 from pydantic import Field
 
 from serm.agents import AgentParams
-from serm.annotation.base import AnnotationAgent, AnnotationContext, grade_from_thresholds, perturb, votes_frame
+from serm.annotation.base import (AnnotationAgent, AnnotationContext, grade_from_thresholds, pair_rng, perturb,
+                                  votes_frame)
 
 
 @functools.lru_cache(maxsize=2)
@@ -64,7 +65,7 @@ class EmbeddingJudge(AnnotationAgent):
         pairs = ctx.pairs.reset_index(drop=True)
         queries = []
         for r in pairs.itertuples(index=False):
-            rng = np.random.default_rng([ctx.seed, 7, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+            rng = pair_rng(ctx.seed, 7, r.query_id, r.doc_id)
             queries.append([r.query] + [perturb(r.query, p.perturbation, rng) for _ in range(p.samples - 1)])
         docs = model_inputs(pairs["query"].tolist(), pairs["doc_title"].tolist(), pairs["doc_text"].tolist(),
                             "best_window", p.window_words)

@@ -31,6 +31,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serm.data import without_pairs
 from serm.errors import DataError
 
 QUEUE_COLUMNS = ["query_id", "doc_id", "locale", "round", "query", "doc_title", "doc_text", "why", "agents",
@@ -53,7 +54,8 @@ def read_queue(data: Path):
     import pandas as pd
 
     p = queue_path(data)
-    return pd.read_parquet(p) if p.exists() else pd.DataFrame(columns=QUEUE_COLUMNS)
+    queue = pd.read_parquet(p) if p.exists() else None
+    return queue if queue is not None and set(QUEUE_COLUMNS) <= set(queue.columns) else pd.DataFrame(columns=QUEUE_COLUMNS)
 
 
 def read_resolved(data: Path):
@@ -301,7 +303,7 @@ def apply_resolutions(data: Path, resolutions, source: str) -> dict:
     combined["grade"] = combined["grade"].astype("Int8")
     combined["trained_round"] = combined["trained_round"].astype("Int64")
     done = set(zip(new.query_id, new.doc_id))
-    left = queue[[k not in done for k in zip(queue.query_id, queue.doc_id)]].reset_index(drop=True)
+    left = without_pairs(queue, done).reset_index(drop=True)
     write_parquet(combined, resolved_path(data))
     write_parquet(left, queue_path(data))
     return {"resolved": int(len(new)), "queue_left": int(len(left))}

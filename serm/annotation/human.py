@@ -16,6 +16,7 @@ from serm.annotation.base import AnnotationAgent, AnnotationContext, votes_frame
 
 class HumanJudge(AnnotationAgent):
     name = "human"
+    cacheable = False  # a pair it abstained on yesterday may have a reviewer's grade today
 
     class Params(AgentParams):
         pass

@@ -8,7 +8,8 @@ import time
 from pydantic import Field
 
 from serm.agents import AgentParams
-from serm.annotation.base import AnnotationAgent, AnnotationContext, grade_from_thresholds, perturb, votes_frame
+from serm.annotation.base import (AnnotationAgent, AnnotationContext, grade_from_thresholds, pair_rng, perturb,
+                                  votes_frame)
 
 
 class LexicalJudge(AnnotationAgent):
@@ -35,7 +36,7 @@ class LexicalJudge(AnnotationAgent):
             retriever.index(bm25s.tokenize(corpus, stopwords=None, show_progress=False), show_progress=False)
             pos = {d: i for i, d in enumerate(docs["doc_id"])}
             for r in pairs.itertuples(index=False):
-                rng = np.random.default_rng([ctx.seed, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+                rng = pair_rng(ctx.seed, 0, r.query_id, r.doc_id)
                 for s in range(p.samples):
                     q = r.query if s == 0 else perturb(r.query, p.perturbation, rng)
                     toks = bm25s.tokenize([q], stopwords=None, show_progress=False, return_ids=False)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from serm.agents import AgentParams
-from serm.annotation.base import AnnotationAgent, AnnotationContext, votes_frame
+from serm.annotation.base import AnnotationAgent, AnnotationContext, pair_rng, votes_frame
 from serm.errors import DataError
 
 
@@ -23,8 +23,6 @@ class NoisyJudge(AnnotationAgent):
         samples: int = Field(1, ge=1, le=20, description="independent draws per pair")
 
     def vote(self, ctx: AnnotationContext):
-        import numpy as np
-
         if ctx.truth is None:
             raise DataError("noisy_judge is a simulation agent: it needs hidden grades, which only `serm bench` "
                             "provides; remove it from the policy of a real workspace")
@@ -32,7 +30,7 @@ class NoisyJudge(AnnotationAgent):
         rows = []
         for r in ctx.pairs.itertuples(index=False):
             truth = int(ctx.truth(r.query_id, r.doc_id))
-            rng = np.random.default_rng([ctx.seed, 23, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+            rng = pair_rng(ctx.seed, 23, r.query_id, r.doc_id)
             wrong = [g for g in range(4) if g != truth and abs(g - truth) <= p.max_error]
             for s in range(p.samples):
                 right = rng.random() < p.accuracy

@@ -13,7 +13,7 @@ import time
 from pydantic import Field
 
 from serm.agents import AgentParams
-from serm.annotation.base import AnnotationAgent, AnnotationContext, perturb, votes_frame
+from serm.annotation.base import AnnotationAgent, AnnotationContext, pair_rng, perturb, votes_frame
 from serm.errors import DataError
 
 
@@ -28,9 +28,19 @@ class Teacher(AnnotationAgent):
         min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="abstain below this top-grade probability")
         batch_size: int | None = Field(None, ge=1)
 
-    def vote(self, ctx: AnnotationContext):
-        import numpy as np
+    def cache_token(self, ctx: AnnotationContext) -> str:
+        """The teacher's weights, so a retrained directory or version is a new judge."""
+        import hashlib
 
+        if ctx.models is None:
+            return ""
+        net = ctx.models(self.params.model).model
+        h = hashlib.sha256()
+        for p in (*list(net.parameters())[:1], *list(net.parameters())[-2:]):
+            h.update(p.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def vote(self, ctx: AnnotationContext):
         p = self.params
         if ctx.models is None:
             raise DataError("the teacher agent needs a model loader in its context; run it through the annotate stage")
@@ -43,7 +53,7 @@ class Teacher(AnnotationAgent):
                 continue
             qs = []
             for r in pairs.itertuples(index=False):
-                rng = np.random.default_rng([ctx.seed, 11, s, hash(r.query_id) % (2**31), hash(r.doc_id) % (2**31)])
+                rng = pair_rng(ctx.seed, 11, r.query_id, r.doc_id, s)
                 qs.append(perturb(r.query, p.perturbation, rng))
             queries.append(qs)
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import json
 import time
 
 from serm.agents import build
+from serm.data import without_pairs
 from serm.mining.base import MiningContext
 
 CANDIDATE_COLUMNS = ["query_id", "doc_id", "round", "agents", "reasons", "agent_scores", "priority"]
@@ -122,7 +123,7 @@ def mine(ctx: MiningContext, spec, round_no: int, labelled: set[tuple[str, str]]
     cand = pairs.loc[grouped.index, ["query_id", "doc_id", "locale"]].join(grouped)
     before = len(cand)
     if labelled:
-        cand = cand[[k not in labelled for k in zip(cand.query_id, cand.doc_id)]]
+        cand = without_pairs(cand, labelled)
     deduped = before - len(cand)
 
     cand = cand.sort_values("priority", ascending=False, kind="stable")
@@ -172,7 +173,7 @@ def _contrast(pairs, score, chosen, k: int, labelled):
     taken = set(zip(chosen.query_id, chosen.doc_id)) | set(labelled or ())
     frame = pairs[["query_id", "doc_id", "locale"]].assign(score=score)
     frame = frame[frame.query_id.isin(set(chosen.query_id)) & frame.score.notna()]
-    frame = frame[[k_ not in taken for k_ in zip(frame.query_id, frame.doc_id)]]
+    frame = without_pairs(frame, taken)
     low = frame.sort_values("score", kind="stable").groupby("query_id", sort=False).head(k)
     return pd.DataFrame({
         "query_id": low.query_id, "doc_id": low.doc_id, "locale": low.locale, "agents": "contrast",
