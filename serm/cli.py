@@ -296,6 +296,12 @@ def cmd_pipeline_submit(args) -> int:
         raise PipelineError(f"the workspace's DVC remote {dvc_remote or '(none)'} is a local folder, which the "
                             "cluster's steps cannot read; pass --dvc-remote s3://bucket/serm (or gs://, azure://, "
                             "http(s)://) after `dvc push` to it")
+    for what, url in (("git remote", repo), ("DVC remote", dvc_remote)):
+        if _has_credentials(url):   # a run's parameters are stored and shown by the KFP backend
+            raise PipelineError(f"the {what} URL carries credentials (user:password@); they would be stored in "
+                                "the run's parameters and shown in the KFP UI. Use a URL without them and give "
+                                "the steps access through a credential helper, a Kubernetes secret or the pod's "
+                                "service account")
     rev = args.rev or versioning.git(ws, "rev-parse", "HEAD")
     branch = args.branch or versioning.git(ws, "rev-parse", "--abbrev-ref", "HEAD")
     if branch == "HEAD":
@@ -309,6 +315,16 @@ def cmd_pipeline_submit(args) -> int:
     print(f"submitted serm-evolution-cluster to {args.host}: run {run_id} ({repo}@{rev[:10]}, branch {branch}, "
           f"{args.shards} mining shards)")
     return 0
+
+
+def _has_credentials(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.password or (parts.username and parts.scheme in ("http", "https")))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,7 +123,9 @@ def apply(workspace: Path, store=None) -> bool:
     # The store's configuration is part of the key: switching the online store (SQLite ->
     # Redis) re-applies and fills the new store from the offline history below.
     config = store_config(workspace)
-    digest = hashlib.sha256(path.read_bytes() + str(workspace).encode() + config.read_bytes()).hexdigest()
+    # Expanded: a new ${SERM_REDIS} is a new (empty) store to fill.
+    resolved = os.path.expandvars(config.read_text(encoding="utf-8")).encode()
+    digest = hashlib.sha256(path.read_bytes() + str(workspace).encode() + resolved).hexdigest()
     marker = _state(workspace) / "definitions.sha256"
     if marker.exists() and marker.read_text() == digest and (_state(workspace) / "registry.db").exists():
         return False

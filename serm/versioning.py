@@ -194,8 +194,28 @@ def clear_stale_git_lock(ws: Workspace, log=print, wait_s: float = 5.0) -> None:
     while lock.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     if lock.exists():
+        holders = _git_processes_in(ws.root)
+        if holders:   # a person's `git commit -a` with its editor open, say: not ours to break
+            raise WorkspaceError(f"{lock} is held by a running git process (pid {', '.join(map(str, holders))}) "
+                                 f"in {ws.root}; let it finish, then run the command again")
         log(f"[recover] removing a stale {lock} left by an interrupted git command")
         lock.unlink(missing_ok=True)
+
+
+def _git_processes_in(root: Path) -> list[int]:
+    """Pids of running `git` processes whose working directory is inside `root` (Linux /proc;
+    elsewhere none are seen and a lock that outlived the wait counts as stale)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() != "git":
+                continue
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        if cwd == root or root in cwd.parents:
+            pids.append(int(proc.name))
+    return pids
 
 
 def restore_version_files(ws: Workspace) -> None:

@@ -236,6 +236,17 @@ def test_5xx_past_the_retries_is_a_transport_abstention(peer):
     assert j.report["transport_abstentions"] == 1 and j.report["failed_requests"] == 1
 
 
+def test_a_request_the_server_rejects_is_an_abstention_the_cache_may_keep(peer):
+    """A 400 (a passage over the model's context, say) would fail the same way next round: an
+    ordinary abstention, not a transport error that is asked again forever."""
+    peer.fault(status=400, match="Hamlet", times=99, message="context length exceeded")
+    j = judge(peer, samples=1)
+    bad = j.vote(context(PAIRS[:3])).set_index("doc_id").loc["d3"]
+    assert pd.isna(bad["grade"]) and not bad["rationale"].startswith(TRANSIENT)
+    assert "HTTP 400" in bad["rationale"] and "context length exceeded" in bad["rationale"]
+    assert j.report["request_abstentions"] == 1 and j.report["transport_abstentions"] == 0
+
+
 def test_a_slow_server_times_out_into_an_abstention(peer):
     peer.fault(delay_s=2.0, match="Paris", times=99)
     j = judge(peer, timeout_s=0.2, max_retries=2, samples=3)

@@ -128,3 +128,14 @@ def test_a_local_dvc_remote_or_no_origin_is_refused_before_any_request(peer, wor
     assert main(["pipeline", "submit", "--host", host, "--workspace", str(workspace), "--dvc-remote", "s3://b/s"]) == 2
     assert "no git remote `origin`" in capsys.readouterr().err
     assert server.requests == [], "nothing reached the backend"
+
+
+def test_urls_with_credentials_are_refused_before_they_reach_the_run_parameters():
+    from serm.cli import _has_credentials
+
+    assert _has_credentials("https://ana:ghp_SECRET@git.example.com/team/ws.git")
+    assert _has_credentials("https://ghp_SECRET@git.example.com/team/ws.git")   # a token as the user name
+    assert _has_credentials("s3://AKIA:secret@bucket/serm")
+    for fine in ("https://git.example.com/team/ws.git", "ssh://git@git.example.com/team/ws.git",
+                 "git@git.example.com:team/ws.git", "s3://bucket/serm", "/srv/git/ws.git"):
+        assert not _has_credentials(fine), fine

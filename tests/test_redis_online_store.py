@@ -40,9 +40,10 @@ def redis_server(tmp_path_factory):
                     "package redis-server) or `apt-get install redis-server`")
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
+    log = workdir / "redis.log"   # a file, not a pipe nobody reads (a full pipe would stall the server)
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir), "--protected-mode", "yes"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--dir", str(workdir), "--protected-mode", "yes", "--logfile", str(log)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port)
@@ -54,7 +55,8 @@ def redis_server(tmp_path_factory):
         except redis.exceptions.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"redis-server did not start on 127.0.0.1:{port}: {proc.stdout.read()[-2000:]}")
+                pytest.fail(f"redis-server did not start on 127.0.0.1:{port}: "
+                            f"{log.read_text()[-2000:] if log.exists() else '(no log)'}")
             time.sleep(0.1)
     yield {"port": port, "pid": proc.pid, "client": client}
     os.kill(proc.pid, signal.SIGTERM)

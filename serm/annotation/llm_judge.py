@@ -244,6 +244,7 @@ class _Run:
     n_supported: bool = True
     stats: dict = field(default_factory=lambda: {
         "requests": 0, "retries": 0, "failed_requests": 0, "abstentions": 0, "transport_abstentions": 0,
+        "request_abstentions": 0,
         "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "missing_usage": 0, "n_fallback": False,
         "status": {}, "first_error": "",
     })
@@ -423,10 +424,13 @@ class LLMJudge(AnnotationAgent):
                 if n > 1 and res.status in (400, 422):
                     self._no_n(run, f"HTTP {res.status} for n={n}")   # the server refuses `n`
                     continue
-                # Says nothing about the pair (the vote cache does not keep it): a later run asks again.
+                # A timeout, a dropped connection, 429 or 5xx says nothing about the pair (the vote
+                # cache does not keep it: a later run asks again); another 4xx is about this request
+                # (a passage over the model's context, say) and would fail the same way again.
+                transient = res.status is None or res.status in (408, 429) or res.status >= 500
                 for s in todo[:n]:
-                    out[s] = (None, TRANSIENT + res.error, res.latency_ms, 0, 0.0)
-                run.count("transport_abstentions", min(n, len(todo)))
+                    out[s] = (None, (TRANSIENT if transient else "abstain: ") + res.error, res.latency_ms, 0, 0.0)
+                run.count("transport_abstentions" if transient else "request_abstentions", min(n, len(todo)))
                 todo = todo[n:]
                 continue
             choices = sorted((c for c in res.data["choices"] if isinstance(c, dict)),

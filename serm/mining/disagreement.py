@@ -53,7 +53,8 @@ def mc_dropout(model, seed: int):
 
     handle = net.register_forward_pre_hook(train_mode)
     try:
-        with torch.random.fork_rng(devices=[]):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):   # manual_seed seeds CUDA too: fork it as well
             torch.manual_seed(seed)
             yield
     finally:

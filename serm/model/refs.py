@@ -95,7 +95,11 @@ def _version_dir(version: int, workspace: str | Path):
         try:
             from dvc.api import DVCFileSystem
 
-            DVCFileSystem(str(ws.root), rev=tag).get("data/model", str(out), recursive=True)
+            fs = DVCFileSystem(str(ws.root), rev=tag)
+            try:
+                fs.get("data/model", str(out), recursive=True)
+            finally:
+                fs.close()
         except Exception as exc:  # git/DVC say why (missing tag, cache and remote both lack it)
             raise DataError(f"cannot restore model v{version} from tag {tag!r} in {ws.root}: {exc}") from None
         if not (out / "config.json").is_file():
