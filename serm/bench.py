@@ -49,7 +49,7 @@ POLICIES = {"xquad": ROOT / "benchmarks" / "evolution-xquad.yaml",
 
 # Sizes (queries) per mode: quick fits 20 minutes on 2 CPU cores; full is meant for a GPU.
 SIZES = {
-    "quick": {"xquad": dict(seed=100, batch=60, test=40, teacher=150, budget=60),
+    "quick": {"xquad": dict(seed=100, batch=60, test=80, teacher=150, budget=60),
               "homedepot": dict(seed=200, batch=80, test=60, teacher=300, budget=60)},
     "full": {"xquad": dict(seed=150, batch=200, test=80, teacher=400, budget=160),
              "homedepot": dict(seed=600, batch=300, test=150, teacher=1500, budget=200)},
@@ -162,15 +162,11 @@ def clone(model):
 
 
 def pair_features(events):
-    """Per pair: impressions, clicks, mean position, mean dwell of the clicks (what Feast serves
-    the miner in a workspace round)."""
-    import numpy as np
+    """Per pair: impressions, clicks, mean position, mean dwell of the clicks: what Feast serves
+    the miner in a workspace round, computed by the same function."""
+    from serm.featurestore import pair_aggregates
 
-    g = events.groupby(["query_id", "doc_id"], sort=False)
-    f = g.agg(impressions=("clicked", "size"), clicks=("clicked", "sum"), mean_position=("position", "mean"),
-              dwell=("dwell_s", "sum")).reset_index()
-    f["mean_dwell_s"] = np.where(f.clicks > 0, f.dwell / f.clicks.clip(lower=1), 0.0)
-    return f.drop(columns="dwell")
+    return pair_aggregates(events)
 
 
 def _metrics(model, world: World, r: int, ks) -> dict:

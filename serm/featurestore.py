@@ -273,6 +273,24 @@ def lexical_overlap(query: str, doc: str) -> float:
     return len(q & set(_TOKEN.findall(str(doc).lower()))) / len(q)
 
 
+def pair_aggregates(events):
+    """Per (query, document) pair of a batch of typed events: impressions, clicks, mean
+    position, mean dwell of the clicked impressions (0 when never clicked). What the miner
+    reads through Feast; `serm bench` computes it the same way without a store."""
+    import numpy as np
+
+    clicked = events["clicked"].astype(bool)
+    ev = events.assign(position=events["position"].astype("float64"),
+                       dwell_clicked=np.where(clicked, events["dwell_s"].astype("float64"), np.nan), clicked=clicked)
+    p = ev.groupby(["query_id", "doc_id"], sort=False).agg(
+        impressions=("clicked", "size"), clicks=("clicked", "sum"), mean_position=("position", "mean"),
+        mean_dwell_s=("dwell_clicked", "mean")).reset_index()
+    p["impressions"] = p["impressions"].astype("int64")
+    p["clicks"] = p["clicks"].astype("int64")
+    p["mean_dwell_s"] = p["mean_dwell_s"].fillna(0.0).astype("float64")
+    return p
+
+
 def ingest_events(workspace: Path, events, ts: datetime) -> dict:
     """Aggregate a validated stream batch (event_id, ts, query_id, query, locale, doc_id,
     position, clicked, dwell_s) into query and pair features stamped `ts`, append them to the
@@ -287,8 +305,6 @@ def ingest_events(workspace: Path, events, ts: datetime) -> dict:
     Raises DataError when an event names a document that was never ingested.
     Returns {"queries": n, "pairs": n, "documents_known": n}.
     """
-    import numpy as np
-
     workspace = Path(workspace)
     ts = _utc(ts)
     _require(events, EVENT_COLUMNS, "events")
@@ -311,8 +327,7 @@ def ingest_events(workspace: Path, events, ts: datetime) -> dict:
         if not clicked.isin([0, 1, True, False]).all():
             raise DataError("events.clicked must be boolean; validate the batch before ingesting")
         clicked = clicked.astype(bool)
-    ev = events.assign(clicked=clicked, position=events["position"].astype("float64"),
-                       dwell_clicked=np.where(clicked, events["dwell_s"].astype("float64"), np.nan))
+    ev = events.assign(clicked=clicked)
 
     q = ev.groupby("query_id", sort=False).agg(
         query=("query", "first"), locale=("locale", "first"),
@@ -324,13 +339,8 @@ def ingest_events(workspace: Path, events, ts: datetime) -> dict:
     q["clicks"] = q["clicks"].astype("int64")
     q["ctr"] = (q["clicks"] / q["impressions"]).astype("float64")
 
-    p = ev.groupby(["query_id", "doc_id"], sort=False).agg(
-        query=("query", "first"), impressions=("clicked", "size"), clicks=("clicked", "sum"),
-        mean_position=("position", "mean"), mean_dwell_s=("dwell_clicked", "mean")).reset_index()
-    p["impressions"] = p["impressions"].astype("int64")
-    p["clicks"] = p["clicks"].astype("int64")
-    p["mean_position"] = p["mean_position"].astype("float64")
-    p["mean_dwell_s"] = p["mean_dwell_s"].fillna(0.0).astype("float64")
+    p = pair_aggregates(ev).merge(ev.groupby(["query_id", "doc_id"], sort=False)["query"].first().reset_index(),
+                                  on=["query_id", "doc_id"])
     # Titles are often slugs ("Nile_River"): `\w` keeps "_", so split them into words.
     text = docs["title"].fillna("").astype(str).str.replace("_", " ") + " " + docs["text"].fillna("").astype(str)
     p["lexical_overlap"] = [lexical_overlap(qq, text[d]) for qq, d in zip(p["query"], p["doc_id"])]

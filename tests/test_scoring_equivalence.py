@@ -79,3 +79,29 @@ def test_a_forward_hook_sends_scoring_through_the_hf_forward(model, pairs):
         model.model.eval()
     assert not np.allclose(noisy, plain, atol=1e-3)
     np.testing.assert_array_equal(model.logits(*args(few)), plain)
+
+
+def test_mc_dropout_on_the_fast_path_samples_like_the_hf_forward_in_train_mode(model, pairs):
+    """`dropout=True` (the disagreement committee's MC dropout) runs on the fast path; its passes
+    vary, and their mean matches the HF forward in train mode (same rates, same places) within
+    sampling error."""
+    import numpy as np
+    import torch
+
+    queries, titles, texts = args(pairs.head(12))
+    torch.manual_seed(0)
+    fast = np.stack([model.logits(queries, titles, texts, dropout=True) for _ in range(40)])
+    model.fast_path = False
+    try:
+        torch.manual_seed(1)
+        hf = np.stack([model.logits(queries, titles, texts, dropout=True) for _ in range(40)])
+    finally:
+        model.fast_path = True
+    plain = model.logits(queries, titles, texts)
+    assert not model.model.training, "back in eval mode"
+    assert fast.std(axis=0).mean() > 1e-3 and hf.std(axis=0).mean() > 1e-3, "the passes differ"
+    se = np.sqrt(fast.var(axis=0) / 40 + hf.var(axis=0) / 40) + 1e-6
+    z = np.abs(fast.mean(axis=0) - hf.mean(axis=0)) / se
+    assert np.mean(z < 4) > 0.97, f"mean of the passes differs beyond sampling error: {np.sort(z.ravel())[-5:]}"
+    assert np.abs(fast.std(axis=0).mean() / hf.std(axis=0).mean() - 1) < 0.25
+    np.testing.assert_allclose(model.logits(queries, titles, texts), plain, atol=1e-6)

@@ -26,18 +26,23 @@ def _encoder(model_name: str):
     return AutoTokenizer.from_pretrained(src), AutoModel.from_pretrained(src).eval()
 
 
-def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64):
-    """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models)."""
+def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64, max_length: int = 256):
+    """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models).
+    Texts are tokenized once, sorted by token count and padded per batch to their own longest
+    (a Thai or Chinese query runs to many more word pieces than its character count suggests)."""
     import numpy as np
     import torch
 
     tok, model = _encoder(model_name)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    if not len(texts):
+        return out
+    enc = tok(list(texts), truncation=True, max_length=max_length)
+    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
             idx = order[s:s + batch_size]
-            b = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            b = tok.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
             h = model(**b).last_hidden_state
             m = b["attention_mask"].unsqueeze(-1).float()
             v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)

@@ -40,26 +40,15 @@ def committee_disagreement(members, measure: str):
 
 
 @contextlib.contextmanager
-def mc_dropout(model, seed: int):
-    """Score with dropout active: `RelevanceModel.logits` puts the network in eval mode, so a
-    forward pre-hook switches it back to train mode on every call (LayerNorm only, no batch
-    statistics to disturb). Seeded without touching the global RNG."""
+def seeded(seed: int):
+    """torch's RNG (CPU and CUDA) seeded for the block and restored after it, so dropout passes
+    repeat without touching the caller's random state."""
     import torch
 
-    net = model.model
-
-    def train_mode(module, args):
-        module.train()
-
-    handle = net.register_forward_pre_hook(train_mode)
-    try:
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):   # manual_seed seeds CUDA too: fork it as well
-            torch.manual_seed(seed)
-            yield
-    finally:
-        handle.remove()
-        net.eval()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):   # manual_seed seeds CUDA too: fork it as well
+        torch.manual_seed(seed)
+        yield
 
 
 class Disagreement(MiningAgent):
@@ -108,8 +97,8 @@ class Disagreement(MiningAgent):
         else:
             model = ctx.models.load(prod)
             members.append(ctx.proba[rows])
-            with mc_dropout(model, p.seed):
-                members += [model.score_frame(frame) for _ in range(p.mc_dropout_passes)]
+            with seeded(p.seed):
+                members += [model.score_frame(frame, dropout=True) for _ in range(p.mc_dropout_passes)]
             names = [f"v{prod}"] + [f"v{prod}~dropout{i + 1}" for i in range(p.mc_dropout_passes)]
             extra = len(rows) * p.mc_dropout_passes
             mode = "mc_dropout"

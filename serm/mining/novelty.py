@@ -56,7 +56,7 @@ class Novelty(MiningAgent):
                 ctx.shared[key] = (np.zeros(len(queries)), np.inf, len(ref))
                 return ctx.shared[key]
             uniq, inverse = np.unique(queries, return_inverse=True)
-            vecs = embed(ref + uniq.tolist(), self.params.model)
+            vecs = embed(ref + uniq.tolist(), self.params.model, max_length=64)   # queries are short
             rv, qv = vecs[: len(ref)], vecs[len(ref):]
             threshold = float(np.quantile(knn_distance(rv, rv, self.params.k, leave_one_out=True), self.params.quantile))
             ctx.shared[key] = (knn_distance(qv, rv, self.params.k)[inverse], threshold, len(ref))

@@ -96,14 +96,15 @@ class RelevanceModel:
         return self.tokenizer(list(queries), list(docs), truncation="longest_first",
                               max_length=self.spec.max_length, padding=False)
 
-    def logits(self, queries, titles, texts, batch_size: int | None = None):
+    def logits(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False):
         """Raw 4-way logits, in input order.
 
         Pairs are tokenized in one batched call, sorted by token length and cut into batches of
         `batch_size` that are padded only to their own longest pair. A BERT model in eval mode
         with no hooks runs through `fast_bert.BertScorer` (same function, less work; see there);
         any other model, or `fast_path = False`, through the HF forward; with `spec.compile`,
-        through the HF forward compiled by torch.compile.
+        through the HF forward compiled by torch.compile. `dropout=True` samples the network with
+        dropout active (Monte Carlo dropout; seed torch's RNG for repeatable passes).
         """
         import numpy as np
         import torch
@@ -120,17 +121,23 @@ class RelevanceModel:
         order = np.argsort(lengths, kind="stable")
         bs = batch_size or self.spec.batch_size
         self.model.eval()
-        scorer = None if self.spec.compile else self._scorer()
-        forward = self._compiled() if self.spec.compile else self.model
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                batch = self._pad(enc, idx, lengths[idx])
-                if scorer is not None:
-                    logits = scorer(batch["input_ids"], batch.get("token_type_ids"), torch.from_numpy(lengths[idx]))
-                else:
-                    logits = forward(**batch).logits
-                out[idx] = logits.float().cpu().numpy()
+        scorer = None if self.spec.compile and not dropout else self._scorer(dropout)
+        forward = self._compiled() if self.spec.compile and not dropout else self.model
+        if dropout and scorer is None:
+            self.model.train()   # the HF forward's own dropout (no batch statistics in BERT-like encoders)
+        try:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+                for start in range(0, n, bs):
+                    idx = order[start:start + bs]
+                    batch = self._pad(enc, idx, lengths[idx])
+                    if scorer is not None:
+                        logits = scorer(batch["input_ids"], batch.get("token_type_ids"),
+                                        torch.from_numpy(lengths[idx]))
+                    else:
+                        logits = forward(**batch).logits
+                    out[idx] = logits.float().cpu().numpy()
+        finally:
+            self.model.eval()
         return out
 
     def _compiled(self):
@@ -142,10 +149,10 @@ class RelevanceModel:
             self._compiled_forward = torch.compile(self.model, dynamic=True)
         return self._compiled_forward
 
-    def _scorer(self):
+    def _scorer(self, dropout: bool = False):
         from serm.model.fast_bert import BertScorer
 
-        return BertScorer.for_model(self.model) if self.fast_path else None
+        return BertScorer.for_model(self.model, dropout) if self.fast_path else None
 
     def _pad(self, enc, idx, lengths) -> dict:
         """One batch as right-padded tensors on the device (the tokenizer's own `pad` where its
@@ -171,10 +178,10 @@ class RelevanceModel:
             batch["token_type_ids"] = torch.from_numpy(types)
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def predict_proba(self, queries, titles, texts, batch_size: int | None = None):
+    def predict_proba(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False):
         import numpy as np
 
-        z = self.logits(queries, titles, texts, batch_size)
+        z = self.logits(queries, titles, texts, batch_size, dropout)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -188,6 +195,7 @@ class RelevanceModel:
     def score(self, queries, titles, texts, batch_size: int | None = None):
         return self.expected_grade(self.predict_proba(queries, titles, texts, batch_size))
 
-    def score_frame(self, df, batch_size: int | None = None):
+    def score_frame(self, df, batch_size: int | None = None, dropout: bool = False):
         """Probabilities for a frame with query, doc_title, doc_text columns."""
-        return self.predict_proba(df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist(), batch_size)
+        return self.predict_proba(df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist(), batch_size,
+                                  dropout)

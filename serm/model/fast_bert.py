@@ -12,8 +12,13 @@ It reads the same parameters as the HF module and computes the same function (ch
 - none of the HF wrapper machinery (output capture, mask builders, kwargs plumbing) per call.
 
 `BertScorer.for_model(net)` returns None for anything this does not cover (other architectures,
-relative position embeddings, a decoder, a module in train mode, forward hooks such as the
-MC-dropout hook of `mining.disagreement`): callers then use the HF forward.
+relative position embeddings, a decoder, a module in train mode, forward hooks): callers then
+use the HF forward.
+
+`dropout=True` samples the network as in train mode (Monte Carlo dropout, for the miner's
+`disagreement` committee): dropout on the embeddings, the attention probabilities, after each
+attention and feed-forward projection and before the classifier, at the model's configured
+rates, exactly where BERT applies it.
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ def _has_hooks(net) -> bool:
 class BertScorer:
     """Logits of a BERT cross-encoder from padded `input_ids`/`token_type_ids` and row lengths."""
 
-    def __init__(self, net):
+    def __init__(self, net, dropout: bool = False):
         import torch
 
         bert = net.bert
         self.net = net
+        cfg = net.config
+        self.p_hidden = cfg.hidden_dropout_prob if dropout else 0.0
+        self.p_attn = cfg.attention_probs_dropout_prob if dropout else 0.0
+        cls_p = getattr(cfg, "classifier_dropout", None)
+        self.p_cls = (cfg.hidden_dropout_prob if cls_p is None else cls_p) if dropout else 0.0
         self.emb = bert.embeddings
         self.heads = net.config.num_attention_heads
         self.hidden = net.config.hidden_size
@@ -47,7 +57,7 @@ class BertScorer:
             self.layers.append((w_qkv, b_qkv, getattr(att, "scaling", att.attention_head_size ** -0.5), layer.attention.output, layer.intermediate, layer.output))
 
     @classmethod
-    def for_model(cls, net):
+    def for_model(cls, net, dropout: bool = False):
         """A scorer for `net`, or None where the HF forward must be used."""
         try:
             from transformers import BertForSequenceClassification
@@ -60,7 +70,7 @@ class BertScorer:
             return None
         if _has_hooks(net):
             return None
-        return cls(net)
+        return cls(net, dropout)
 
     def __call__(self, input_ids, token_type_ids, lengths):
         """`lengths` (a CPU int tensor) gives each row's real tokens; rows are right-padded."""
@@ -76,6 +86,8 @@ class BertScorer:
         x = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
         x = x + emb.position_embeddings.weight[:s]
         x = F.layer_norm(x, (h,), emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps)
+        drop = self._drop
+        x = drop(x, self.p_hidden)
         mask = None
         if int(lengths.min()) < s:
             mask = (torch.arange(s) < lengths[:, None]).to(input_ids.device)[:, None, None, :]
@@ -88,9 +100,15 @@ class BertScorer:
                 k, v = F.linear(x, w_qkv[h:], b_qkv[h:]).view(b, s, 2, nh, -1).permute(2, 0, 3, 1, 4)
                 resid = x[:, :1]
                 q = F.linear(resid, w_qkv[:h], b_qkv[:h]).view(b, 1, nh, -1).transpose(1, 2)
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p_attn, scale=scale)
             ctx = ctx.transpose(1, 2).reshape(b, -1, h)
-            x = att_out.LayerNorm(att_out.dense(ctx) + resid)
-            x = out.LayerNorm(out.dense(inter.intermediate_act_fn(inter.dense(x))) + x)
+            x = att_out.LayerNorm(drop(att_out.dense(ctx), self.p_hidden) + resid)
+            x = out.LayerNorm(drop(out.dense(inter.intermediate_act_fn(inter.dense(x))), self.p_hidden) + x)
         pooled = self.net.bert.pooler(x)
-        return self.net.classifier(pooled)
+        return self.net.classifier(drop(pooled, self.p_cls))
+
+    @staticmethod
+    def _drop(x, p: float):
+        import torch.nn.functional as F
+
+        return F.dropout(x, p, training=True) if p > 0 else x
