@@ -49,7 +49,7 @@ POLICIES = {"xquad": ROOT / "benchmarks" / "evolution-xquad.yaml",
 
 # Sizes (queries) per mode: quick fits 20 minutes on 2 CPU cores; full is meant for a GPU.
 SIZES = {
-    "quick": {"xquad": dict(seed=100, batch=60, test=80, teacher=150, budget=60),
+    "quick": {"xquad": dict(seed=100, batch=60, test=40, teacher=150, budget=60),
               "homedepot": dict(seed=200, batch=80, test=60, teacher=300, budget=60)},
     "full": {"xquad": dict(seed=150, batch=200, test=80, teacher=400, budget=160),
              "homedepot": dict(seed=600, batch=300, test=150, teacher=1500, budget=200)},
