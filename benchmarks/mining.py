@@ -6,7 +6,8 @@ the production model was trained on), clicks are drawn by the stream simulator (
 model on the hidden grades, served in the order of a noisy ranker), and three runs are timed
 one after another in the same process, on the same pairs and model:
 
-  plain      one `score_frame` pass over every pair (what serving the batch costs)
+  plain      one `score_frame` pass over every pair (what serving the batch costs); timed first
+             and again last, the faster of the two is the denominator
   mine       `serm.mining.combine.mine` with all five agents: one shared scoring pass, the PBM
              EM fit, novelty embeddings, the disagreement committee (its own passes), combination
   prefilter  the same, with `mining.prefilter` on the model-free agents: the model scores only
@@ -125,7 +126,6 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     proba = model.score_frame(pairs)
     plain_s = time.perf_counter() - t
-    runs.append({"run": "plain scoring pass", "scored": len(pairs), "committee": 0, "seconds": plain_s})
     print(f"plain: {plain_s:.1f}s", flush=True)
     reports = {}
     for name, pre in (("mine: all agents", False), ("mine: all agents + prefilter", True)):
@@ -144,7 +144,19 @@ def main(argv=None) -> dict:
             same = np.allclose(ctx.proba, proba, atol=1e-4)
             print(f"  shared pass equals the plain pass: {same}")
 
+    # The plain pass again, after the mining runs: a load change during one of them shows as a
+    # gap between the two, and the ratios use the faster (the least disturbed) of the two.
+    t = time.perf_counter()
+    model.score_frame(pairs)
+    plain_again = time.perf_counter() - t
+    print(f"plain, again: {plain_again:.1f}s", flush=True)
+    plain_passes = [round(plain_s, 2), round(plain_again, 2)]
+    plain_s = min(plain_s, plain_again)
+    runs.insert(0, {"run": "plain scoring pass", "scored": len(pairs), "committee": 0, "seconds": plain_s,
+                    "passes_seconds": plain_passes})
+
     n = len(pairs)
+    print(f"\nplain passes {plain_passes[0]:.1f}s (first) and {plain_passes[1]:.1f}s (last): ratios use the faster")
     print(f"\n{'run':<30} {'scored':>7} {'committee':>9} {'seconds':>8} {'pairs/s':>8} {'cost / one pass':>15} "
           f"{'beyond its scoring':>18}")
     for r in runs:
