@@ -97,6 +97,7 @@ def main(argv=None) -> dict:
     from serm.mining.base import MiningContext, ModelVersions
     from serm.mining.combine import mine
     from serm.model.cross_encoder import RelevanceModel
+    from serm.model.training import set_seed
     from serm.policy import load_policy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,6 +110,7 @@ def main(argv=None) -> dict:
 
     policy = load_policy(args.policy)
     spec = policy.model.model_copy(update={"max_length": args.max_length})
+    set_seed(policy.seed)  # a fresh head: the same weights, so the same picks, every run
     model = RelevanceModel.load(args.model, spec, device="cpu")
     t0 = time.perf_counter()
     pairs, events, reference = build_batch(policy, args.pairs)

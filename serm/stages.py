@@ -113,7 +113,7 @@ def bootstrap(ws: Workspace, policy, log=_log_default) -> dict:
     the gold-graded seed set, documents and the seed queries' stream (batch 0) in Feast."""
     from serm import featurestore, simulation
     from serm.model.cross_encoder import RelevanceModel
-    from serm.model.training import train
+    from serm.model.training import set_seed, train
 
     t0 = time.perf_counter()
     log("[init] building seed and test sets from the shipped XQuAD data")
@@ -129,6 +129,7 @@ def bootstrap(ws: Workspace, policy, log=_log_default) -> dict:
 
     log(f"[init] training the seed model on {len(seed)} gold pairs ({policy.data.seed_locale}), "
         f"base {policy.model.base_model}")
+    set_seed(policy.seed)  # the fresh head starts from the same weights every init
     model = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     result = train(model, seed, policy.training, policy.seed, epochs=policy.training.seed_epochs, log=log)
     metrics = evaluate_model(model, tests, policy, policy.data.seed_locale, policy.data.stream_locales[0])
@@ -379,7 +380,7 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
 
     from serm import simulation
     from serm.annotation import escalations
-    from serm.annotation.annotate import REVIEWED, annotate
+    from serm.annotation.annotate import REVIEWED, agent_accuracy, annotate
     from serm.annotation.base import AnnotationContext
     from serm.annotation.cache import VoteCache
     from serm.annotation.human import SimulatedHuman
@@ -415,6 +416,8 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
     if len(acc):
         truth = [3 if k in gold else 0 for k in zip(acc.query_id, acc.doc_id)]
         report["simulation_accepted_label_accuracy"] = round(float((acc["grade"].astype(int).to_numpy() == truth).mean()), 4)
+    report["simulation_agent_accuracy"] = agent_accuracy(votes, spec.agreement.intra_min_share,
+                                                         lambda q, d: 3 if (q, d) in gold else 0)
     write_parquet(votes, out_dir / "votes.parquet")
     write_parquet(labels, out_dir / "labels.parquet")
     write_parquet(escalations.queue_rows(open_esc, cands, round_no), out_dir / "escalations.parquet")
