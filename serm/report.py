@@ -149,6 +149,8 @@ def _annotation_section(rdir: Path, ann: dict) -> str:
     keys = [("candidates", "candidate pairs"), ("votes", "votes"), ("accepted", "accepted (two-level agreement)"),
             ("human_resolved", "resolved by a person"), ("escalated_open", "escalated, still open"),
             ("escalated_total", "escalated in all"), ("rejected", "rejected"),
+            ("accepted_rate", "accepted share of candidates (agreement rate)"),
+            ("escalation_rate", "escalated share of candidates"),
             ("mean_agreement_accepted", "mean agreement of accepted labels"),
             ("simulation_accepted_label_accuracy", "accepted-label accuracy vs hidden grades (simulation only)"),
             ("cost", "cost"), ("tokens", "tokens")]
@@ -160,8 +162,14 @@ def _annotation_section(rdir: Path, ann: dict) -> str:
     if grades:
         parts.append(_table(["grade", "labels"], [[g, n] for g, n in sorted(grades.items(), key=lambda kv: str(kv[0]))]))
     abst = ann.get("level1_abstention") or {}
-    if abst:
-        parts.append(_table(["agent", "abstention (level 1)"], [[a, v] for a, v in abst.items()]))
+    acc = ann.get("simulation_agent_accuracy") or {}
+    if abst or acc:
+        rows = []
+        for a in sorted(set(abst) | set(acc)):
+            right = acc.get(a, {})
+            rows.append([a, abst.get(a), right.get("accuracy"), right.get("graded")])
+        parts.append(_table(["agent", "abstention (level 1)", "accuracy vs hidden grades (simulation only)",
+                             "pairs it graded"], rows))
     return "\n".join(parts)
 
 

@@ -107,7 +107,11 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
                                                  "human_resolved": 20, "escalated_open": 10 + r, "rejected": 5,
                                                  "escalated_total": 30 + r, "mean_agreement_accepted": 0.9,
                                                  "grade_distribution": {"0": 90, "3": 40},
-                                                 "level1_abstention": {"lexical": 0.0, "click_evidence": 0.4}})
+                                                 "accepted_rate": 0.71, "escalation_rate": 0.2,
+                                                 "level1_abstention": {"lexical": 0.0, "click_evidence": 0.4},
+                                                 "simulation_agent_accuracy": {
+                                                     "lexical": {"graded": 150, "accuracy": 0.8733},
+                                                     "click_evidence": {"graded": 90, "accuracy": 0.9556}}})
         _write(rdir / "metrics.json", {"candidate": cand, "production": prod})
         reg = json.loads(ws.versions_path.read_text())
         if promoted:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from serm.annotation.agreement import dawid_skene, human_audit_accuracy, level2, vote_weight
-from serm.annotation.annotate import annotate
+from serm.annotation.annotate import agent_accuracy, annotate
 from serm.annotation.base import TRANSIENT, AnnotationContext, votes_frame
 from serm.annotation.cache import VoteCache, agent_key
 from serm.annotation.click_evidence import ClickEvidence
@@ -217,3 +217,16 @@ def test_no_candidates_means_no_votes_and_no_labels():
     votes, labels, open_esc, report = annotate(AnnotationContext(pairs=PAIRS.iloc[0:0], documents=DOCS, seed=0),
                                                spec, 1, "h", log=lambda *_: None)
     assert len(votes) == len(labels) == len(open_esc) == 0 and report["candidates"] == 0 and report["accepted"] == 0
+
+
+def test_agent_accuracy_scores_each_agents_level1_grade_against_the_hidden_one():
+    rows = [("q1", "d1", "lexical", s, 3, "", 0.0, 0, 0.0) for s in range(3)]          # right
+    rows += [("q1", "d2", "lexical", s, 3, "", 0.0, 0, 0.0) for s in range(3)]         # wrong
+    rows += [("q1", "d1", "embedding", s, g, "", 0.0, 0, 0.0) for s, g in enumerate([3, 0, 1])]  # abstains
+    rows += [("q1", "d2", "embedding", s, 0, "", 0.0, 0, 0.0) for s in range(3)]       # right
+    votes = votes_frame(rows)
+    truth = {("q1", "d1"): 3, ("q1", "d2"): 0}
+    acc = agent_accuracy(votes, 0.67, lambda q, d: truth[(q, d)])
+    assert acc == {"embedding": {"graded": 1, "accuracy": 1.0}, "lexical": {"graded": 2, "accuracy": 0.5}}
+    assert agent_accuracy(votes_frame([("q1", "d1", "human", 0, None, "", 0.0, 0, 0.0)]), 0.67,
+                          lambda q, d: 3) == {"human": {"graded": 0, "accuracy": None}}

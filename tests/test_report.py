@@ -83,6 +83,9 @@ def test_round_report_links_every_artifact_and_shows_the_numbers(ws):
     cells = {r[0]: r[1] for r in page.rows if len(r) == 2}
     assert cells["accepted (two-level agreement)"] == "110" and cells["escalated in all"] == "31"
     assert cells["resolved by a person"] == "20"
+    assert cells["escalated share of candidates"] == "0.2" and cells["accepted share of candidates (agreement rate)"] == "0.71"
+    agents = {r[0]: r[1:] for r in page.rows if len(r) == 4}
+    assert agents["lexical"] == ["0", "0.8733", "150"] and agents["click_evidence"] == ["0.4", "0.9556", "90"]
     # metrics table: production vs candidate on both tests, with the difference
     assert "evolving (es)" in page.cells and "0.7" in page.cells and "0.61" in page.cells
     assert "promoted serm-model@v1" in text

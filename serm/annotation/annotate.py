@@ -95,13 +95,30 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         "tokens": int(sum(e["tokens"] for e in ledger.values())),
         "cached_votes": int(votes.cached.sum()),
         "agent_seconds": {k: e["seconds"] for k, e in ledger.items()},
+        # shares of the round's candidates: passed both levels / went to people
+        "accepted_rate": round(int((labels.status == "accepted").sum()) / len(ctx.pairs), 4) if len(ctx.pairs) else None,
+        "escalation_rate": None,
         "mean_agreement_accepted": round(float(labels.loc[labels.status == "accepted", "agreement"].mean()), 4)
         if (labels.status == "accepted").any() else None,
         "grade_distribution": {int(k): int(v) for k, v in labels["grade"].dropna().astype(int).value_counts().items()},
     }
+    if len(ctx.pairs):
+        report["escalation_rate"] = round(report["escalated_total"] / len(ctx.pairs), 4)
     if spec.agreement.aggregate == "weighted" and len(machine):
         report["reliability"] = reliabilities(machine, spec.agreement, audits)
     return votes, labels, labels[labels.status == "escalated"].copy(), report
+
+
+def agent_accuracy(votes, intra_min_share: float, truth) -> dict:
+    """Simulation-only diagnostic: each agent's level-1 grade against the hidden grade
+    `truth(query_id, doc_id)`, over the pairs it did not abstain on. Never read by the pipeline."""
+    per_agent = level1(votes, intra_min_share)
+    out = {}
+    for agent, g in per_agent.groupby("agent", sort=True):
+        graded = g[g.grade.notna()]
+        right = sum(int(gr) == truth(q, d) for q, d, gr in zip(graded.query_id, graded.doc_id, graded.grade))
+        out[agent] = {"graded": int(len(graded)), "accuracy": round(right / len(graded), 4) if len(graded) else None}
+    return out
 
 
 def _ledger_entry(g, seconds: float) -> dict:
