@@ -38,9 +38,20 @@ def git(ws, *args):
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def policy(tmp_path_factory):
+    """The tiny policy without the simulated reviewer, so round 1's escalations stay open for
+    the people of `test_reviewers_resolve_escalations_between_rounds`."""
+    text = TINY.read_text()
+    assert "human: {budget: 2}" in text
+    path = tmp_path_factory.mktemp("policy") / "tiny-no-reviewer.yaml"
+    path.write_text(text.replace("human: {budget: 2}", "human: {budget: 0}"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, policy):
     root = tmp_path_factory.mktemp("workspace")
-    serm(root, "init", "--policy", str(TINY))
+    serm(root, "init", "--policy", policy)
     return root
 
 
@@ -60,8 +71,8 @@ def test_init_makes_a_versioned_workspace(ws, v0_checksum):
     assert any((ws / ".dvc-remote").rglob("*")), "pushed to the local DVC remote"
 
 
-def test_round_one_runs_the_whole_pipeline(ws, v0_checksum):
-    res = serm(ws, "evolve", "--policy", str(TINY))
+def test_round_one_runs_the_whole_pipeline(ws, v0_checksum, policy):
+    res = serm(ws, "evolve", "--policy", policy)
     out = res.stdout
     for needle in ("[ingest]", "[drift]", "[mine]", "[annotate]", "[check]", "[evaluate]", "Round 1 summary",
                    "kfp.local run finished"):
@@ -87,7 +98,7 @@ def test_reviewers_resolve_escalations_between_rounds(ws, tmp_path):
     from serm.data import xquad
 
     queue = escalations.read_queue(ws / "data")
-    assert len(queue) > 0, "round 1 left open escalations (the simulated reviewer's budget is 2)"
+    assert len(queue) > 0, "round 1 left open escalations (no simulated reviewer here)"
     out = tmp_path / "review.csv"
     serm(ws, "escalations", "export", "--format", "csv", "--out", str(out))
     review = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -101,10 +112,10 @@ def test_reviewers_resolve_escalations_between_rounds(ws, tmp_path):
     assert len(escalations.read_queue(ws / "data")) == len(queue) - 1
 
 
-def test_round_two_evolves_on_the_next_batch(ws):
+def test_round_two_evolves_on_the_next_batch(ws, policy):
     from serm.annotation import escalations
 
-    res = serm(ws, "evolve", "--policy", str(TINY))
+    res = serm(ws, "evolve", "--policy", policy)
     assert "stream batch 2" in res.stdout and "(de)" in res.stdout
     # The reviewer's grade from between the rounds is trained on in round 2, and marked so.
     resolved = escalations.read_resolved(ws / "data")
@@ -120,17 +131,17 @@ def test_round_two_evolves_on_the_next_batch(ws):
     assert versions["production"] == 2
 
 
-def test_rollback_restores_byte_identical_data(ws, v0_checksum):
+def test_rollback_restores_byte_identical_data(ws, v0_checksum, policy):
     head_before = git(ws, "rev-parse", "HEAD")
-    serm(ws, "rollback", "0", "--policy", str(TINY))
+    serm(ws, "rollback", "0", "--policy", policy)
     assert tree_checksum(ws / "data") == v0_checksum
     assert git(ws, "rev-parse", "HEAD^") == head_before, "rollback is a new commit, history kept"
     assert json.loads(serm(ws, "versions", "--json").stdout)["production"] == 0
 
 
-def test_second_writer_is_refused(ws):
+def test_second_writer_is_refused(ws, policy):
     with Workspace.at(ws).lock():
-        res = serm(ws, "evolve", "--policy", str(TINY), check=False)
+        res = serm(ws, "evolve", "--policy", policy, check=False)
     assert res.returncode == 3
     assert "busy" in res.stderr and "--wait" in res.stderr
 
