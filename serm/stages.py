@@ -392,7 +392,8 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
     resolved = escalations.read_resolved(ws.data)
     ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + round_no, events=events,
                             resolved=resolved, models=model_loader(ws, policy))
-    human = SimulatedHuman(spec.human.budget, simulation.hidden_grade(policy))
+    truth = simulation.hidden_grade(policy)   # the simulated reviewer's, and the diagnostics below
+    human = SimulatedHuman(spec.human.budget, truth)
     audits = audit_frame(ws, spec.agreement.intra_min_share) if spec.agreement.reliability == "human_audit" else None
     cache = VoteCache(ws.dot / "cache" / "votes.sqlite") if spec.cache else None
     try:
@@ -411,13 +412,11 @@ def stage_annotate(ws: Workspace, policy, round_no: int, candidates_path: Path, 
     report["human_resolved"] = int((labels.status == "human").sum())
     report["reviewer_resolutions_trained"] = int((labels.why == REVIEWED).sum())
     # Simulation-only diagnostic: how right were the accepted labels? (never used by the pipeline)
-    gold = simulation.oracle(policy)
     acc = labels[labels.status == "accepted"]
     if len(acc):
-        truth = [3 if k in gold else 0 for k in zip(acc.query_id, acc.doc_id)]
-        report["simulation_accepted_label_accuracy"] = round(float((acc["grade"].astype(int).to_numpy() == truth).mean()), 4)
-    report["simulation_agent_accuracy"] = agent_accuracy(votes, spec.agreement.intra_min_share,
-                                                         lambda q, d: 3 if (q, d) in gold else 0)
+        hidden = [truth(q, d) for q, d in zip(acc.query_id, acc.doc_id)]
+        report["simulation_accepted_label_accuracy"] = round(float((acc["grade"].astype(int).to_numpy() == hidden).mean()), 4)
+    report["simulation_agent_accuracy"] = agent_accuracy(votes, spec.agreement.intra_min_share, truth)
     write_parquet(votes, out_dir / "votes.parquet")
     write_parquet(labels, out_dir / "labels.parquet")
     write_parquet(escalations.queue_rows(open_esc, cands, round_no), out_dir / "escalations.parquet")

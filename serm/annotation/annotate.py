@@ -95,15 +95,14 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         "tokens": int(sum(e["tokens"] for e in ledger.values())),
         "cached_votes": int(votes.cached.sum()),
         "agent_seconds": {k: e["seconds"] for k, e in ledger.items()},
-        # shares of the round's candidates: passed both levels / went to people
-        "accepted_rate": round(int((labels.status == "accepted").sum()) / len(ctx.pairs), 4) if len(ctx.pairs) else None,
-        "escalation_rate": None,
         "mean_agreement_accepted": round(float(labels.loc[labels.status == "accepted", "agreement"].mean()), 4)
         if (labels.status == "accepted").any() else None,
         "grade_distribution": {int(k): int(v) for k, v in labels["grade"].dropna().astype(int).value_counts().items()},
     }
-    if len(ctx.pairs):
-        report["escalation_rate"] = round(report["escalated_total"] / len(ctx.pairs), 4)
+    # shares of the round's candidates: passed both levels / went to people
+    n = len(ctx.pairs)
+    report["accepted_rate"] = round(report["accepted"] / n, 4) if n else None
+    report["escalation_rate"] = round(report["escalated_total"] / n, 4) if n else None
     if spec.agreement.aggregate == "weighted" and len(machine):
         report["reliability"] = reliabilities(machine, spec.agreement, audits)
     return votes, labels, labels[labels.status == "escalated"].copy(), report
