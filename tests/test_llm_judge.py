@@ -1,6 +1,11 @@
 """`llm_judge` against a real OpenAI-compatible server on 127.0.0.1 (serm.annotation.openai_peer),
 scripted per test: good grades, prose, out-of-range and conflicting grades, 429 with Retry-After,
-5xx, slow answers past the timeout, dropped connections, a hostile server echoing the key."""
+5xx, slow answers past the timeout, dropped connections, a hostile server echoing the key.
+
+Deterministic on a loaded machine: pairs are judged concurrently, so a fault meant for one pair
+is matched on that pair's text (`match=`), never on request order; and timing is checked by
+what the client was configured to do and did (the delays it chose, the rate limiter's slots,
+the timeout that fired, the requests the peer logged), never by the wall clock."""
 
 import copy
 import json
@@ -9,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -17,6 +21,7 @@ import pytest
 from serm.agents import build
 from serm.annotation import REGISTRY
 from serm.annotation.base import TRANSIENT, VOTE_COLUMNS, AnnotationContext
+from serm.annotation.chat_client import ChatClient, RateLimiter
 from serm.annotation.llm_judge import LLMJudge, parse_grade, render_prompt
 from serm.annotation.openai_peer import Peer
 from serm.errors import AnnotationError, PolicyError
@@ -60,6 +65,35 @@ def judge(peer, **params):
 
 def by_doc(votes):
     return {d: g.sort_values("sample") for d, g in votes.groupby("doc_id")}
+
+
+@pytest.fixture
+def pauses(monkeypatch):
+    """The waits the client chose between attempts, in order (it still waits them)."""
+    chosen = []
+    real = ChatClient._pause
+
+    def pause(self, seconds):
+        chosen.append(seconds)
+        real(self, seconds)
+
+    monkeypatch.setattr(ChatClient, "_pause", pause)
+    return chosen
+
+
+@pytest.fixture
+def slots(monkeypatch):
+    """The start times the shared rate limiter gave out, one per request it let through."""
+    given = []
+    real = RateLimiter.wait
+
+    def wait(self, cancel):
+        slot = real(self, cancel)
+        given.append(slot)
+        return slot
+
+    monkeypatch.setattr(RateLimiter, "wait", wait)
+    return given
 
 
 # --------------------------------------------------------------------------- grades
@@ -202,26 +236,29 @@ def test_bad_params_are_refused_without_echoing_them(params, message):
 
 
 # --------------------------------------------------------------------------- retries and limits
-def test_429_with_retry_after_is_waited_out_and_counted(peer):
+def test_429_with_retry_after_is_waited_out_and_counted(peer, pauses):
     peer.fault(status=429, retry_after="1", message="rate limited")
     j = judge(peer)
     votes = j.vote(context(PAIRS[:1]))
     first, second = peer.chat_requests()
     assert votes["grade"].tolist() == [3]
-    assert second["t_start"] - first["t_end"] >= 0.95, "Retry-After: 1 honoured (backoff_s alone is 0.01)"
+    assert first["fault"]["status"] == 429 and second["fault"] == {}
+    # Retry-After plus a jitter of at most backoff_s; backoff_s alone would be at most 0.01.
+    assert len(pauses) == 1 and 1.0 <= pauses[0] <= 1.0 + 0.01, "Retry-After: 1 honoured"
     assert j.report["retries"] == 1 and j.report["status"] == {429: 1, 200: 1}
 
 
-def test_5xx_backs_off_exponentially_then_succeeds(peer):
+def test_5xx_backs_off_exponentially_then_succeeds(peer, pauses):
     peer.fault(status=500).fault(status=503).fault(status=502)
     j = judge(peer, backoff_s=0.08, max_retries=3)
     votes = j.vote(context(PAIRS[:1]))
     reqs = peer.chat_requests()
-    gaps = [b["t_start"] - a["t_end"] for a, b in zip(reqs, reqs[1:])]
     assert votes["grade"].tolist() == [3] and len(reqs) == 4
-    for i, gap in enumerate(gaps):   # backoff_s * 2**i with jitter in [0.5, 1]
-        assert 0.08 * 2 ** i * 0.5 - 0.005 <= gap, gaps
-    assert sum(gaps) >= 0.08 * 7 * 0.5
+    assert [r["fault"].get("status") for r in reqs] == [500, 503, 502, None]
+    assert len(pauses) == 3, "one wait before each retry"
+    for i, pause in enumerate(pauses):   # backoff_s * 2**i with jitter in [0.5, 1]
+        assert 0.08 * 2 ** i * 0.5 <= pause <= 0.08 * 2 ** i, pauses
+    assert sum(pauses) >= 0.08 * 7 * 0.5
     assert j.report["retries"] == 3 and j.report["failed_requests"] == 0
 
 
@@ -247,16 +284,20 @@ def test_a_request_the_server_rejects_is_an_abstention_the_cache_may_keep(peer):
     assert j.report["request_abstentions"] == 1 and j.report["transport_abstentions"] == 0
 
 
-def test_a_slow_server_times_out_into_an_abstention(peer):
+def test_a_slow_server_times_out_into_an_abstention(peer, pauses):
     peer.fault(delay_s=2.0, match="Paris", times=99)
     j = judge(peer, timeout_s=0.2, max_retries=2, samples=3)
-    t0 = time.monotonic()
     votes = j.vote(context(PAIRS[:2]))
-    assert time.monotonic() - t0 < 1.8, "three 0.2 s timeouts, not the server's 2 s"
     slow = votes[votes.doc_id == "d1"]
     assert slow["grade"].isna().all() and len(slow) == 3
-    assert all(r.startswith(TRANSIENT + "timed out after 0.2s") for r in slow["rationale"])
-    assert len([r for r in peer.chat_requests() if "Paris" in r["body"]["messages"][1]["content"]]) == 3
+    # Three 0.2 s timeouts, not the server's 2 s: the read timed out at the configured 0.2 s on
+    # each of the 3 attempts (an answer after 2 s would have been a grade), with only the short
+    # backoffs between them.
+    assert all(r.startswith(TRANSIENT + "timed out after 0.2s (ReadTimeout)") and "3 attempt(s)" in r
+               for r in slow["rationale"])
+    paris = [r for r in peer.chat_requests() if "Paris" in r["body"]["messages"][1]["content"]]
+    assert len(paris) == 3 and all(r["fault"]["delay_s"] == 2.0 for r in paris)
+    assert len(pauses) >= 2 and all(p <= 0.02 for p in pauses), pauses
     assert votes[votes.doc_id == "d2"]["grade"].tolist() == [0, 0, 0]
     assert j.report["transport_abstentions"] == 3
 
@@ -271,7 +312,7 @@ def test_a_dropped_connection_is_retried(peer):
 
 
 def test_a_200_that_is_not_a_completion_abstains(peer):
-    peer.fault(body="<html>gateway</html>")
+    peer.fault(body="<html>gateway</html>", match="Paris")   # the first pair's, whichever is sent first
     votes = judge(peer).vote(context(PAIRS[:2]))
     assert pd.isna(votes["grade"].iloc[0]) and "not a chat completion" in votes["rationale"].iloc[0]
     assert votes["grade"].iloc[1] == 0
@@ -287,27 +328,46 @@ def test_an_unreachable_server_abstains_without_a_crash():
 
 def test_concurrency_is_bounded():
     with Peer(delay_s=0.1) as peer:
-        t0 = time.monotonic()
+        peer.fault(in_flight=3, times=3)   # the first three answers wait until three are in flight
         votes = judge(peer, concurrency=3).vote(context(many(12)))
-        elapsed = time.monotonic() - t0
+        reqs = peer.chat_requests()
         assert peer.max_in_flight == 3, "never more than 3 at once, and it does use 3"
+    assert sum(r.get("held") is True for r in reqs) == 3, "3 requests were in flight together"
     assert votes["grade"].notna().all()
-    assert elapsed >= 0.39, "12 requests of 0.1 s on 3 workers take at least 4 rounds"
+    # 12 requests of 0.1 s, never more than 3 at once: at least 4 rounds.
+    assert len(reqs) == 12 and all(r["fault"].get("delay_s", peer.delay_s) == 0.1 for r in reqs)
 
 
-def test_the_rate_limit_spaces_requests(peer):
+def test_the_rate_limit_spaces_requests(peer, slots):
     judge(peer, concurrency=4, requests_per_second=20).vote(context(many(10)))
-    starts = sorted(r["t_start"] for r in peer.chat_requests())
+    # Every request the peer saw started at its own slot of the shared limiter, 1/20 s apart.
+    assert len(slots) == len(peer.chat_requests()) == 10
+    starts = sorted(slots)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert starts[-1] - starts[0] >= 9 * 0.05 * 0.9, gaps
-    assert min(gaps) >= 0.05 * 0.4, gaps
+    assert min(gaps) >= 0.05 - 1e-9, gaps
+    assert starts[-1] - starts[0] >= 9 * 0.05 - 1e-9, gaps
 
 
-def test_a_retry_waits_for_the_rate_limit_too(peer):
+def test_a_retry_waits_for_the_rate_limit_too(peer, slots):
     peer.fault(status=500)
-    judge(peer, requests_per_second=5).vote(context(PAIRS[:1]))
-    a, b = peer.chat_requests()
-    assert b["t_start"] - a["t_start"] >= 0.2 * 0.9
+    j = judge(peer, requests_per_second=5)
+    j.vote(context(PAIRS[:1]))
+    assert len(peer.chat_requests()) == 2 and j.report["retries"] == 1
+    assert len(slots) == 2 and slots[1] - slots[0] >= 0.2 - 1e-9, "the retry took its own slot, 1/5 s on"
+
+
+def test_the_rate_limiter_hands_out_slots_without_bursts():
+    clock = iter([10.0, 10.0, 10.0, 11.0]).__next__   # three at once, then one after a pause
+    waited = []
+
+    class Cancel:
+        def wait(self, seconds):
+            waited.append(seconds)
+
+    limiter = RateLimiter(4, clock=clock)
+    assert [limiter.wait(Cancel()) for _ in range(4)] == [10.0, 10.25, 10.5, 11.0]
+    assert waited == [0.25, 0.5], "the second and third wait for their slots, the fourth need not"
+    assert RateLimiter(None).wait(Cancel()) is None and waited == [0.25, 0.5]
 
 
 # --------------------------------------------------------------------------- tokens and cost
@@ -437,7 +497,7 @@ def test_the_annotate_stage_runs_a_jury_through_faults_and_an_injection(peer):
     ctx = context(rows)
     ctx.pairs[["impressions", "clicks", "mean_position"]] = [r[5:] for r in rows]
     ctx.pairs["mean_dwell_s"] = 0.0
-    peer.fault(grade=3, match="Ignore the rubric")        # judge-a (asked first) obeys the passage
+    peer.fault(grade=3, match="Ignore the rubric", model="judge-a")   # judge-a obeys the passage
     peer.fault(status=503, match="Hamlet", times=99)
     judges = [{"name": "llm_judge", "endpoint": peer.url, "model": m, "samples": 3, "max_retries": 1,
                "backoff_s": 0.01} for m in ("judge-a", "judge-b")]

@@ -12,7 +12,9 @@ with a `transport error: ...` rationale; 401/403/404 stop the agent with an `Ann
 because every other request would fail the same way.
 
 The API key comes only from the environment variable named by `api_key_env` and goes only into
-the Authorization header: it is redacted from every rationale, log line and error.
+the Authorization header: it is redacted from every rationale, log line and error. The transport
+(HTTP, retries, limits, redaction, usage and cost) is `serm.annotation.chat_client.ChatClient`;
+this module is the rubric, the parsing of answers and the votes.
 
 Several `llm_judge` entries with different `model`s form a jury: each votes as
 `llm_judge:<model>`, so the two-level agreement counts them as separate agents.
@@ -22,11 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import random
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +32,8 @@ from pydantic import Field, model_validator
 
 from serm.agents import AgentParams
 from serm.annotation.base import TRANSIENT, AnnotationAgent, AnnotationContext, votes_frame
-from serm.errors import AnnotationError
+# RateLimiter and retry_after_s lived here before the transport moved to chat_client: still importable.
+from serm.annotation.chat_client import ChatClient, RateLimiter, one_line, retry_after_s, snippet  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,6 @@ _GRADE_LINE = re.compile(r"^(?:final\s+)?grade\s*[:=]\s*(-?\d+(?:\.\d+)?)\s*(?:/
 _GRADE_WORD = re.compile(r"^(?:final\s+)?grade\s*[:=]", re.IGNORECASE)
 _REASON_LINE = re.compile(r"^reason(?:ing)?\s*[:=]\s*(.+)$", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 RATIONALE_CHARS = 300
 
 
@@ -118,8 +116,8 @@ def parse_grade(content) -> tuple[int | None, str]:
             other.append(line)
     if not grades:
         if unreadable:
-            return None, f"abstain: unreadable grade line {_snippet(unreadable[0])}"
-        return None, f"abstain: no 'Grade: N' line in {_snippet(text)}"
+            return None, f"abstain: unreadable grade line {snippet(unreadable[0])}"
+        return None, f"abstain: no 'Grade: N' line in {snippet(text)}"
     distinct = list(dict.fromkeys(grades))
     if len(distinct) > 1 or unreadable:
         return None, f"abstain: conflicting grades {', '.join(distinct + unreadable)}"
@@ -130,12 +128,12 @@ def _parse_json(body: str) -> tuple[int | None, str]:
     try:
         obj = json.loads(body)
     except ValueError as exc:
-        return None, f"abstain: malformed JSON ({exc.msg}) in {_snippet(body)}"
+        return None, f"abstain: malformed JSON ({exc.msg}) in {snippet(body)}"
     if not isinstance(obj, dict) or "grade" not in obj:
-        return None, f"abstain: JSON without a 'grade' in {_snippet(body)}"
+        return None, f"abstain: JSON without a 'grade' in {snippet(body)}"
     value = obj["grade"]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None, f"abstain: grade is not a number ({_snippet(json.dumps(value))})"
+        return None, f"abstain: grade is not a number ({snippet(json.dumps(value))})"
     reason = obj.get("reason", obj.get("rationale", ""))
     return _check_value(str(value).strip(), reason if isinstance(reason, str) else "")
 
@@ -146,16 +144,7 @@ def _check_value(value: str, reason: str) -> tuple[int | None, str]:
     grade = int(float(value))
     if not 0 <= grade <= 3:
         return None, f"abstain: grade {grade} is outside 0-3"
-    return grade, _one_line(reason) or f"grade {grade} (no reason given)"
-
-
-def _one_line(text: str, limit: int = RATIONALE_CHARS) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _snippet(text: str, limit: int = 120) -> str:
-    return repr(_one_line(text, limit))
+    return grade, one_line(reason, RATIONALE_CHARS) or f"grade {grade} (no reason given)"
 
 
 # --------------------------------------------------------------------------- prompt
@@ -176,86 +165,25 @@ def truncate(text: str, limit: int) -> str:
     return cut + " …"
 
 
-# --------------------------------------------------------------------------- transport
-class RateLimiter:
-    """At most `per_second` request starts per second across all workers (slots `1/rate`
-    apart, no bursts). None: unlimited."""
-
-    def __init__(self, per_second: float | None):
-        self.interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, cancel: threading.Event) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            cancel.wait(slot - now)
-
-
-def retry_after_s(headers) -> float | None:
-    """Seconds a 429/503 asks us to wait: `retry-after-ms` (OpenAI), else `Retry-After` as
-    seconds or an HTTP date."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-@dataclass
-class _Outcome:
-    """One chat-completions call after its retries: the parsed body, or why it failed."""
-
-    data: dict | None = None
-    error: str = ""
-    status: int | None = None
-    latency_ms: float = 0.0
-
-
+# --------------------------------------------------------------------------- a vote call
 @dataclass
 class _Run:
-    """State shared by the workers of one `vote` call."""
+    """State shared by the workers of one `vote` call, beside the client's transport counts."""
 
-    key: str | None
-    limiter: RateLimiter
-    cancel: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    client: ChatClient
     n_supported: bool = True
-    stats: dict = field(default_factory=lambda: {
-        "requests": 0, "retries": 0, "failed_requests": 0, "abstentions": 0, "transport_abstentions": 0,
-        "request_abstentions": 0,
-        "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "missing_usage": 0, "n_fallback": False,
-        "status": {}, "first_error": "",
-    })
+    counts: dict = field(default_factory=lambda: {
+        "abstentions": 0, "transport_abstentions": 0, "request_abstentions": 0, "n_fallback": False})
 
     def count(self, key: str, by=1) -> None:
-        with self.lock:
-            self.stats[key] += by
+        with self.client.lock:
+            self.counts[key] += by
 
-    def redact(self, text: str) -> str:
-        text = str(text)
-        return text.replace(self.key, "[redacted]") if self.key else text
+
+# The order of `LLMJudge.report` (client counters and the judge's own, interleaved as before the split).
+REPORT_KEYS = ("requests", "retries", "failed_requests", "abstentions", "transport_abstentions",
+               "request_abstentions", "prompt_tokens", "completion_tokens", "cost", "missing_usage",
+               "n_fallback", "status", "first_error", "seconds")
 
 
 class LLMJudge(AnnotationAgent):
@@ -330,14 +258,15 @@ class LLMJudge(AnnotationAgent):
     def vote(self, ctx: AnnotationContext):
         """One vote per (pair, sample). After the call `self.report` holds the run's counts:
         requests, retries, failed_requests, transport_abstentions, tokens, cost, status codes."""
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-        from urllib.parse import urlsplit
-
-        import httpx
-
         p = self.params
-        key = self._api_key()
-        run = _Run(key=key, limiter=RateLimiter(p.requests_per_second))
+        client = ChatClient(   # reads the key first: an unset variable stops before any work
+            p.endpoint, who=self.agent_id, api_key_env=p.api_key_env, timeout_s=p.timeout_s,
+            max_retries=p.max_retries, backoff_s=p.backoff_s, max_backoff_s=p.max_backoff_s,
+            concurrency=p.concurrency, requests_per_second=p.requests_per_second,
+            price_per_1k_prompt_tokens=p.price_per_1k_prompt_tokens,
+            price_per_1k_completion_tokens=p.price_per_1k_completion_tokens,
+            user_agent="serm-llm-judge", thread_name="llm_judge", logger=log)
+        run = _Run(client=client)
         pairs = ctx.pairs.reset_index(drop=True)
         template = p.prompt or DEFAULT_PROMPT
         messages = [[{"role": "system", "content": SYSTEM_PROMPT},
@@ -350,63 +279,30 @@ class LLMJudge(AnnotationAgent):
         else:
             jobs = [(i, [s]) for i in range(len(pairs)) for s in range(p.samples)]
 
-        headers = {"Accept": "application/json", "User-Agent": "serm-llm-judge"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-            host = urlsplit(p.endpoint).hostname or ""
-            if urlsplit(p.endpoint).scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
-                log.warning("%s: the API key goes to %s over plain http; use https", self.agent_id, host)
-        client = httpx.Client(headers=headers, timeout=httpx.Timeout(p.timeout_s), follow_redirects=False,
-                              limits=httpx.Limits(max_connections=p.concurrency,
-                                                  max_keepalive_connections=p.concurrency))
         results: dict[tuple[int, int], tuple] = {}
-        t0 = time.perf_counter()
-        try:
-            with ThreadPoolExecutor(max_workers=p.concurrency, thread_name_prefix="llm_judge") as pool:
-                futures = {pool.submit(self._judge, client, run, messages[i], samples): i for i, samples in jobs}
-                try:
-                    for fut in as_completed(futures):   # the first AnnotationError stops the rest
-                        for s, vote in fut.result().items():
-                            results[(futures[fut], s)] = vote
-                except BaseException:
-                    run.cancel.set()   # stop the other workers at their next request or backoff
-                    for fut in futures:
-                        fut.cancel()
-                    raise
-        finally:
-            client.close()
+        with client:
+            t0 = time.perf_counter()
+            done = client.map(lambda job: self._judge(run, messages[job[0]], job[1]), jobs)
+        for (i, _), votes in zip(jobs, done):
+            for s, vote in votes.items():
+                results[(i, s)] = vote
 
         rows = []
         for i, r in enumerate(pairs.itertuples(index=False)):
             for s in range(p.samples):
                 grade, why, latency_ms, tokens, cost = results[(i, s)]
-                rows.append((r.query_id, r.doc_id, self.agent_id, s, grade, run.redact(why), latency_ms, tokens, cost))
+                rows.append((r.query_id, r.doc_id, self.agent_id, s, grade, client.redact(why), latency_ms,
+                             tokens, cost))
         votes = votes_frame(rows)
-        run.stats["abstentions"] = int(votes["grade"].isna().sum())
-        run.stats["seconds"] = round(time.perf_counter() - t0, 3)
-        self.report = {k: (run.redact(v) if isinstance(v, str) else v) for k, v in run.stats.items()}
-        if run.stats["transport_abstentions"]:
+        run.counts["abstentions"] = int(votes["grade"].isna().sum())
+        stats = {**client.stats, **run.counts, "seconds": round(time.perf_counter() - t0, 3)}
+        self.report = {k: (client.redact(stats[k]) if isinstance(stats[k], str) else stats[k]) for k in REPORT_KEYS}
+        if stats["transport_abstentions"]:
             log.warning("%s: %d vote(s) abstain after %d failed request(s) (first: %s)", self.agent_id,
-                        run.stats["transport_abstentions"], run.stats["failed_requests"], self.report["first_error"])
+                        stats["transport_abstentions"], stats["failed_requests"], self.report["first_error"])
         return votes
 
-    def _api_key(self) -> str | None:
-        name = self.params.api_key_env
-        if name is None:
-            return None
-        key = os.environ.get(name, "")
-        if not key.strip():
-            raise AnnotationError(
-                f"{self.agent_id}: api_key_env names the environment variable {name}, which is not set "
-                f"(or empty); export {name}=<your key> before running, or remove api_key_env for a "
-                f"server that needs no key")
-        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in key.strip()):
-            raise AnnotationError(
-                f"{self.agent_id}: the environment variable {name} holds characters that cannot go in an "
-                f"HTTP header (value not shown); set it to the bare key")
-        return key.strip()
-
-    def _judge(self, client, run: _Run, messages: list, samples: list[int]) -> dict[int, tuple]:
+    def _judge(self, run: _Run, messages: list, samples: list[int]) -> dict[int, tuple]:
         """Votes {sample: (grade, rationale, latency_ms, tokens, cost)} for one pair's `samples`."""
         p = self.params
         temperature = p.temperature if p.temperature is not None else (0.0 if p.samples == 1 else 0.7)
@@ -419,7 +315,7 @@ class LLMJudge(AnnotationAgent):
                 body["n"] = n
             if p.seed is not None:
                 body["seed"] = p.seed + todo[0]
-            res = self._call(client, run, body)
+            res = run.client.complete(body)
             if res.data is None:
                 if n > 1 and res.status in (400, 422):
                     self._no_n(run, f"HTTP {res.status} for n={n}")   # the server refuses `n`
@@ -440,7 +336,7 @@ class LLMJudge(AnnotationAgent):
                 continue
             if n > 1 and len(choices) < n:
                 self._no_n(run, f"{len(choices)} of {n} choices returned")
-            tokens, cost = self._usage(run, res.data, len(choices))
+            tokens, cost = run.client.usage(res.data, len(choices))
             for j, choice in enumerate(choices):
                 grade, why = self._read_choice(choice)
                 out[todo[j]] = (grade, why, res.latency_ms, tokens[j], cost[j])
@@ -448,10 +344,10 @@ class LLMJudge(AnnotationAgent):
         return out
 
     def _no_n(self, run: _Run, why: str) -> None:
-        with run.lock:
+        with run.client.lock:
             if run.n_supported:
                 run.n_supported = False
-                run.stats["n_fallback"] = True
+                run.counts["n_fallback"] = True
                 log.info("%s: the server does not honour `n` (%s); one request per sample from now on",
                          self.agent_id, why)
 
@@ -461,123 +357,13 @@ class LLMJudge(AnnotationAgent):
         msg = choice["message"]
         content = msg.get("content")
         if (content is None or content == "") and msg.get("refusal"):
-            return None, f"abstain: the model refused: {_snippet(str(msg['refusal']))}"
+            return None, f"abstain: the model refused: {snippet(str(msg['refusal']))}"
         grade, why = parse_grade(content)
         if grade is None and choice.get("finish_reason") == "length":
             why = f"abstain: the answer was cut at max_tokens={self.params.max_tokens} before a grade ({why})"
         return grade, why
 
-    def _usage(self, run: _Run, data: dict, k: int) -> tuple[list[int], list[float]]:
-        """Per-choice tokens and cost: the request's usage split over its k choices (the prompt
-        is billed once per request, whatever `n`), the remainder on the first."""
-        p = self.params
-        usage = data.get("usage")
-        try:
-            prompt, completion = int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
-            if prompt < 0 or completion < 0:
-                raise ValueError
-        except (TypeError, KeyError, ValueError):
-            run.count("missing_usage")
-            return [0] * k, [0.0] * k
-        run.count("prompt_tokens", prompt)
-        run.count("completion_tokens", completion)
-        tokens, cost = [], []
-        for j in range(k):
-            pt = prompt // k + (prompt % k if j == 0 else 0)
-            ct = completion // k + (completion % k if j == 0 else 0)
-            tokens.append(pt + ct)
-            cost.append(pt / 1000 * p.price_per_1k_prompt_tokens + ct / 1000 * p.price_per_1k_completion_tokens)
-        run.count("cost", sum(cost))
-        return tokens, cost
-
-    def _call(self, client, run: _Run, body: dict) -> _Outcome:
-        """POST with retries. Returns the body, or the last error once the retries are spent;
-        raises AnnotationError on 401/403/404 (configuration, not luck)."""
-        import httpx
-
-        p = self.params
-        url = p.endpoint.rstrip("/") + "/chat/completions"
-        t0 = time.perf_counter()
-        error, status = "", None
-        for attempt in range(p.max_retries + 1):
-            if attempt:
-                run.count("retries")
-            run.limiter.wait(run.cancel)
-            if run.cancel.is_set():
-                return _Outcome(error="cancelled", latency_ms=_ms(t0))
-            run.count("requests")
-            delay = None
-            try:
-                resp = client.post(url, json=body)
-            except httpx.TimeoutException as exc:
-                error, status = f"timed out after {p.timeout_s:g}s ({type(exc).__name__})", None
-            except httpx.TransportError as exc:
-                error, status = f"{type(exc).__name__}: {run.redact(exc) or 'connection failed'}", None
-            else:
-                status = resp.status_code
-                with run.lock:
-                    run.stats["status"][status] = run.stats["status"].get(status, 0) + 1
-                if status == 200:
-                    return self._body(run, resp, t0)
-                message = run.redact(_error_message(resp))
-                error = f"HTTP {status} from {url}: {message}"
-                if status in (401, 403):
-                    raise AnnotationError(
-                        f"{self.agent_id}: {error}; the server refused the credentials: "
-                        + (f"check the key in the environment variable {p.api_key_env}" if p.api_key_env
-                           else "this server needs a key: set api_key_env to the NAME of the variable holding it"))
-                if status == 404:
-                    raise AnnotationError(
-                        f"{self.agent_id}: {error}; check `endpoint` (the API base, usually ending in /v1) "
-                        f"and that the server serves model {p.model!r} (GET {p.endpoint.rstrip('/')}/models)")
-                if status not in _RETRY_STATUS:
-                    return _failed(run, error, status, t0)
-                if status in (429, 503):
-                    delay = retry_after_s(resp.headers)
-            log.debug("%s: attempt %d failed: %s", self.agent_id, attempt + 1, error)
-            if attempt < p.max_retries:
-                if delay is None:
-                    delay = p.backoff_s * 2 ** attempt * random.uniform(0.5, 1.0)
-                else:   # honour Retry-After; the jitter spreads workers that were told the same
-                    delay += random.uniform(0.0, p.backoff_s)
-                run.cancel.wait(min(delay, p.max_backoff_s))
-        return _failed(run, f"{error} (gave up after {p.max_retries + 1} attempt(s))", status, t0)
-
-    def _body(self, run: _Run, resp, t0: float) -> _Outcome:
-        try:
-            data = resp.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            return _failed(run, f"a 200 response that is not a chat completion: {_snippet(run.redact(resp.text))}",
-                           200, t0)
-        return _Outcome(data=data, status=200, latency_ms=_ms(t0))
-
-
-def _failed(run: _Run, error: str, status: int | None, t0: float) -> _Outcome:
-    with run.lock:
-        run.stats["failed_requests"] += 1
-        run.stats["first_error"] = run.stats["first_error"] or error
-    return _Outcome(error=error, status=status, latency_ms=_ms(t0))
-
 
 def _text(value) -> str:
     """A pair's text field; missing (None / NaN) is empty."""
     return value if isinstance(value, str) else ""
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 2)
-
-
-def _error_message(resp) -> str:
-    """The `error.message` of an OpenAI-style error body, else the start of the body."""
-    try:
-        err = resp.json().get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return _one_line(str(err["message"]), 200)
-        if isinstance(err, str):
-            return _one_line(err, 200)
-    except (ValueError, AttributeError):
-        pass
-    return _one_line(resp.text, 200) or resp.reason_phrase

@@ -13,6 +13,7 @@ In-process::
 
     with Peer(rule="overlap") as peer:
         peer.fault(status=429, retry_after="1")          # the next request gets a 429
+        peer.fault(drop=True, match="Paris")             # the next request whose prompt names Paris
         ...  # point an llm_judge at peer.url
         peer.chat_requests()[0]["headers"]["authorization"]
 
@@ -37,9 +38,11 @@ _QUERY_LINE = re.compile(r"^\s*query\s*:\s*(.+)$", re.MULTILINE | re.IGNORECASE)
 _PASSAGE_LINE = re.compile(r"^\s*passage\s*:\s*(.+)$", re.MULTILINE | re.IGNORECASE)
 _TITLE = re.compile(r"^\s*Title:\s*(.*)$", re.MULTILINE)
 _WORD = re.compile(r"\w+", re.UNICODE)
+# The longest an `in_flight` fault holds an answer: a client that never gets there fails, not hangs.
+HOLD_S = 4.0
 
-FAULT_KEYS = {"match", "times", "status", "retry_after", "retry_after_ms", "message", "delay_s", "drop",
-              "content", "grade", "grades", "body", "choices", "echo_auth", "no_usage"}
+FAULT_KEYS = {"match", "model", "in_flight", "times", "status", "retry_after", "retry_after_ms", "message",
+              "delay_s", "drop", "content", "grade", "grades", "body", "choices", "echo_auth", "no_usage"}
 
 
 def overlap_grade(query: str, passage: str, thresholds=(0.25, 0.5, 0.75)) -> tuple[int, str]:
@@ -69,6 +72,7 @@ class Peer:
         self._in_flight = 0
         self._faults: list[dict] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)   # in-flight count changed (or stopping)
         self._stopping = threading.Event()
         self._server = None
         self._thread = None
@@ -91,6 +95,8 @@ class Peer:
 
     def stop(self) -> None:
         self._stopping.set()   # wakes handlers sleeping in a slow-response fault
+        with self._changed:
+            self._changed.notify_all()   # and those holding for `in_flight`
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -110,7 +116,13 @@ class Peer:
     # ------------------------------------------------------------------ scripting
     def fault(self, **fault) -> Peer:
         """Queue a fault for the next matching chat request(s). Keys:
-        match (substring of the prompt; default: any request), times (default 1);
+        match (substring of the prompt; default: any request), model (only requests for this
+        model), times (default 1). Where several requests are in flight at once, "the next
+        request" is whichever arrives first: a test that cares which pair gets the fault says so
+        with `match` (e.g. a word of the pair's passage), not with the order of its requests.
+        in_flight: hold the answer until this many chat requests are in flight at once (at most
+        HOLD_S seconds; the record's `held` says whether that happened), so a test sees the
+        client's concurrency whatever the machine's load;
         status (+ retry_after, retry_after_ms, message): answer that HTTP error;
         delay_s: wait before answering; drop: close the connection without an answer;
         content: the text of every choice; grade / grades (one per choice): override the rule;
@@ -133,10 +145,11 @@ class Peer:
         with self._lock:
             return [r for r in self.requests if r["path"].endswith("/chat/completions")]
 
-    def _take_fault(self, prompt: str) -> dict:
+    def _take_fault(self, prompt: str, model=None) -> dict:
         with self._lock:
             for f in self._faults:
-                if f["times"] > 0 and (f.get("match") is None or f["match"] in prompt):
+                if f["times"] > 0 and (f.get("match") is None or f["match"] in prompt) \
+                        and (f.get("model") is None or f["model"] == model):
                     f["times"] -= 1
                     return dict(f)
         return {}
@@ -222,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         with peer._lock:
             peer._in_flight += 1
             peer.max_in_flight = max(peer.max_in_flight, peer._in_flight)
+            peer._changed.notify_all()
         try:
             self._chat(body, record)
         finally:
@@ -242,8 +256,13 @@ class _Handler(BaseHTTPRequestHandler):
         if peer.models is not None and model not in peer.models:
             return self._error(404, f"The model `{model}` does not exist", "model_not_found", "invalid_request_error")
         prompt = "\n".join(_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
-        fault = peer._take_fault(prompt)
+        fault = peer._take_fault(prompt, model)
         record["fault"] = fault
+        if fault.get("in_flight"):
+            with peer._changed:
+                record["held"] = peer._changed.wait_for(
+                    lambda: peer._in_flight >= fault["in_flight"] or peer._stopping.is_set(), HOLD_S) \
+                    and not peer._stopping.is_set()
         delay = fault.get("delay_s", peer.delay_s)
         if delay and peer._stopping.wait(delay):
             return
