@@ -126,20 +126,21 @@ def round_rows(ws) -> list[dict]:
     reg = ws.versions()
     prod = _version_of(next((v.get("tag") for v in reg["versions"] if v.get("round") == 0), None), reg["versions"])
     prod = 0 if prod is None else prod
+    from serm import schema as S
+    from serm.schema import Metrics, RoundManifest, WorkspaceLayout
+
     rows = []
-    for mf in sorted((Path(ws.data) / "rounds").glob("r*/manifest.json")):
-        rdir = mf.parent
-        man = _load(mf)
-        st = man.get("stages", {})
-        ing = st.get("ingest", {}).get("result") or {}
-        drift = st.get("drift", {}).get("result") or {}
-        mine, ann, met = (_load(rdir / n) for n in ("mining_report.json", "annotation_report.json", "metrics.json"))
-        if man.get("promoted"):
-            prod = _version_of(man.get("tag"), reg["versions"]) if man.get("tag") else prod
+    for rl in WorkspaceLayout(ws.root).committed_rounds():
+        man = RoundManifest.load(rl.committed_manifest)
+        st = man.stages
+        ing, drift = man.ingest, man.drift
+        mine, ann, met = (_load(rl.kept(a)) for a in (S.MINING_REPORT, S.ANNOTATION_REPORT, S.METRICS))
+        if man.promoted:
+            prod = _version_of(man.tag, reg["versions"]) if man.tag else prod
         dets = drift.get("detectors", [])
         judged = [d for d in dets if d.get("value") is not None]
         values = {"batch": ing.get("batch"), "trigger": drift.get("trigger"), "evolved": "mine" in st,
-                  "promoted": man.get("promoted"), "production_version": prod,
+                  "promoted": man.promoted, "production_version": prod,
                   "drift_share": sum(bool(d["drifted"]) for d in judged) / len(judged) if judged else None,
                   "detectors_drifted": sum(bool(d["drifted"]) for d in judged) if dets else None,
                   "mined": mine.get("selected"), "stream_pairs": mine.get("stream_pairs"),
@@ -149,30 +150,32 @@ def round_rows(ws) -> list[dict]:
         for d in dets:
             values[f"drift_{d['type']}"] = d.get("value")
         for who in ("candidate", "production"):
-            for split in ("static", "evolving"):
-                values[f"{who}_{split}_ndcg@4"] = (met.get(who, {}).get(split) or {}).get("ndcg@4")
-        rows.append({"kind": "round", "key": str(man.get("round")), "time": man.get("finished"),
-                     "name": f"round {man.get('round')}: batch {ing.get('batch')} ({ing.get('locale')})",
-                     "metadata": {"round": str(man.get("round")), "batch": str(ing.get("batch")),
+            for split in S.TEST_SETS:
+                values[f"{who}_{split}_ndcg@4"] = Metrics.from_dict(met.get(who)).get(split, "ndcg@4")
+        rows.append({"kind": "round", "key": str(man.round), "time": man.finished,
+                     "name": f"round {man.round}: batch {ing.get('batch')} ({ing.get('locale')})",
+                     "metadata": {"round": str(man.round), "batch": str(ing.get("batch")),
                                   "locale": str(ing.get("locale")), "production": f"v{prod}"},
                      "values": values, "detectors": dets})
     return rows
 
 
 def version_rows(ws) -> list[dict]:
+    from serm.schema import TEST_SETS, Metrics
+
     reg = ws.versions()
     rows = []
     for v in sorted(reg["versions"], key=lambda v: v["version"]):
-        m = v.get("metrics", {})
+        m = Metrics.from_dict(v.get("metrics"))
         values = {"version": v["version"], "is_production": v["version"] == reg.get("production"),
                   "round": v.get("round")}
-        for split in ("static", "evolving"):
+        for split in TEST_SETS:
             for metric in ("ndcg@4", "accuracy"):
-                values[f"{split}_{metric}"] = (m.get(split) or {}).get(metric)
+                values[f"{split}_{metric}"] = m.get(split, metric)
         rows.append({"kind": "version", "key": str(v["version"]), "time": v.get("created"),
                      "name": f"model v{v['version']} ({v.get('tag')})",
                      "metadata": {"version": f"v{v['version']}", "tag": str(v.get("tag")), "round": str(v.get("round")),
-                                  "evolving_locale": str((m.get("evolving") or {}).get("locale"))},
+                                  "evolving_locale": str(m.locale("evolving"))},
                      "values": values})
     return rows
 
@@ -251,13 +254,15 @@ def sync(ws, log=None) -> dict:
 
 def _stale_drift(ws, key) -> bool:
     """A drift snapshot of a round that is neither committed nor in progress (undone by a rollback)."""
+    from serm.schema import WorkspaceLayout
+
     try:
         r = int(key)
     except (TypeError, ValueError):
         return False
     done = ws.state().get("rounds_done", 0)
     if r <= done:
-        return not Path(ws.round_dir(r), "manifest.json").exists()
+        return not WorkspaceLayout(ws.root).round(r).committed_manifest.exists()
     if r == done + 1:
         return False  # the round in progress; when it reruns its drift stage, that replaces this one
     return not Path(ws.staging(r)).exists()

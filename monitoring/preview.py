@@ -2,13 +2,12 @@
 production reference, and what the trigger would decide, without starting a round.
 
 Nothing under data/ is written, no round is started, Feast and the Evidently project are left
-alone: the batch is served in memory (`serm.stages.serve_batch`) and the drift report goes to
+alone: the batch is served in memory (`serm.round.serve_batch`) and the drift report goes to
 `.serm/drift-preview/` (derived state) so it can be opened.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -17,25 +16,24 @@ def current_batch(ws, policy, log=print):
     batch of the round in progress if there is one, else the next stream batch served now."""
     import pandas as pd
 
-    from serm import stages
+    from serm import round as rounds, schema
 
     state = ws.state()
     round_no, batch_no = state["rounds_done"] + 1, state["next_batch"]
-    man = ws.staging(round_no) / "manifest.json"
-    frame = ws.staging(round_no) / "ingest" / "query_frame.parquet"
-    if man.exists() and frame.exists():
-        ing = json.loads(man.read_text()).get("stages", {}).get("ingest", {})
-        if ing.get("status") == "done":
-            res = ing.get("result") or {}
-            return pd.read_parquet(frame), {"source": f"round {round_no} in progress (ingested)", "round": round_no,
-                                            "batch": res.get("batch", batch_no), "locale": res.get("locale"),
-                                            "pairs": int(res.get("pairs", 0))}
+    rl = schema.WorkspaceLayout(ws.root).round(round_no)
+    man = schema.RoundManifest.maybe(rl.manifest)
+    frame = rl.staged(schema.QUERY_FRAME)
+    if man is not None and frame.exists() and man.done("ingest"):
+        res = man.ingest
+        return pd.read_parquet(frame), {"source": f"round {round_no} in progress (ingested)", "round": round_no,
+                                        "batch": res.get("batch", batch_no), "locale": res.get("locale"),
+                                        "pairs": int(res.get("pairs", 0))}
     log(f"[drift] serving stream batch {batch_no} with production v{state.get('production')} "
         "(in memory; nothing is written)")
-    locale, v, qf, _ = stages.serve_batch(ws, policy, batch_no)
-    pairs = int(v.valid[["query_id", "doc_id"]].drop_duplicates().shape[0])
-    return qf, {"source": f"next stream batch {batch_no} (not ingested)", "round": round_no, "batch": batch_no,
-                "locale": locale, "pairs": pairs}
+    served, locale, _ = rounds.serve_batch(ws, policy, batch_no)
+    pairs = int(served.events[["query_id", "doc_id"]].drop_duplicates().shape[0])
+    return served.frame, {"source": f"next stream batch {batch_no} (not ingested)", "round": round_no,
+                          "batch": batch_no, "locale": locale, "pairs": pairs}
 
 
 def preview(ws, policy, log=print):
@@ -54,7 +52,8 @@ def preview(ws, policy, log=print):
 
 
 def format_preview(result, record, info, policy) -> str:
-    from monitoring.drift import duration, format_verdicts
+    from monitoring.drift import format_verdicts
+    from serm.policy_schema import duration
 
     t = policy.drift.trigger
     limits = [f"mode {t.mode}", f"min_new_pairs {t.min_new_pairs}",

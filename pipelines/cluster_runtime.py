@@ -2,8 +2,8 @@
 
 No step shares a filesystem with another. Each starts from its own clone of the workspace's git
 repository at `rev` (a folder of its own), pulls `data/` from the DVC remote, lays the artifacts
-it was handed out where the `serm.stages` functions read them (the round's staging folder of
-that clone), runs its stage, and hands its results on as its own output artifacts. Only the last
+it was handed out in the round's staging folder of that clone, runs its stage through the round
+runner (`serm.round`), and hands its results on as its own output artifacts. Only the last
 step writes anything others see: `dvc push` to the DVC remote, then the commit (and tag) pushed
 to the git remote, refused if the branch moved on meanwhile.
 
@@ -21,9 +21,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from serm import schema
 from serm.errors import PipelineError
 
-BATCH_PARTS = ("manifest.json", "ingest", "drift")
+BATCH_PARTS = (schema.MANIFEST_FILE, "ingest", "drift")
 
 
 # --------------------------------------------------------------------------- a step's own workspace
@@ -67,6 +68,15 @@ def context(repo: str, rev: str, policy_path: str, dvc_remote: str):
     return ws, policy, state["rounds_done"] + 1, state["next_batch"]
 
 
+def runner(repo: str, rev: str, policy_path: str, dvc_remote: str, *artifacts: str):
+    """The round runner of a step, in its own clone, with `artifacts` laid out in staging."""
+    from serm.round import RoundRunner
+
+    ws, policy, round_no, batch_no = context(repo, rev, policy_path, dvc_remote)
+    stage_in(ws, round_no, *artifacts)
+    return RoundRunner(ws, policy, round_no), batch_no
+
+
 def stage_in(ws, round_no: int, *artifacts: str) -> None:
     """Lay artifact folders out in the clone's staging folder (`manifest.json`, `ingest/`, …)."""
     stage = ws.staging(round_no)
@@ -76,7 +86,7 @@ def stage_in(ws, round_no: int, *artifacts: str) -> None:
             dst = stage / item.name
             if item.is_dir():
                 shutil.copytree(item, dst, dirs_exist_ok=True)
-            elif item.name != "pairs.parquet":
+            elif item.name != schema.STREAM_PAIRS.name:
                 shutil.copy2(item, dst)
 
 
@@ -102,26 +112,22 @@ def prepare(repo: str, rev: str, policy_path: str, dvc_remote: str, force: bool,
     """Ingest the next stream batch and check drift; the batch (events, quarantine, drift report,
     the round manifest, the stream pairs with their Feast features) is the output. Returns
     whether the round goes on (the trigger fired, or `force`)."""
-    from serm import featurestore, stages, versioning
+    from serm import featurestore, versioning
     from serm.data import xquad
+    from serm.files import write_parquet
 
-    ws, policy, round_no, batch_no = context(repo, rev, policy_path, dvc_remote)
-    seed_ts, _ = _history_times(ws)
-    featurestore.ingest_documents(ws.root, xquad.documents(), seed_ts)
-    man = stages.Manifest(ws, round_no)
-    man.set(batch=batch_no, policy=policy_path, policy_hash=policy.hash(), base=versioning.git(ws, "rev-parse", "HEAD"))
-    ing = stages.run_stage(ws, round_no, "ingest", lambda: stages.stage_ingest(ws, policy, round_no, batch_no))
-    drift = stages.run_stage(ws, round_no, "drift", lambda: stages.stage_drift(ws, policy, round_no, ing["pairs"]))
-    go = bool(drift["trigger"] or force)
-    stages.Manifest(ws, round_no).set(decision={
-        "run_pipeline": go, "forced_by_cli": bool(force and not drift["trigger"]),
-        "reason": drift["reason"] if drift["trigger"] or not force else f"force; the trigger said: {drift['reason']}"})
+    r, batch_no = runner(repo, rev, policy_path, dvc_remote)
+    seed_ts, _ = _history_times(r.ws)
+    featurestore.ingest_documents(r.ws.root, xquad.documents(), seed_ts)
+    r.record(batch=batch_no, policy=policy_path, policy_hash=r.policy.hash(), base=versioning.git(r.ws, "rev-parse", "HEAD"))
+    ing = r.ingest(batch_no)
+    go = r.decide_trigger(r.drift(ing["pairs"]), force)["run_pipeline"]
     Path(out).mkdir(parents=True, exist_ok=True)
     for part in BATCH_PARTS:
-        src = ws.staging(round_no) / part
+        src = r.layout.staging / part
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, Path(out) / part)
-    stages.write_parquet(stages.stream_pairs(ws, round_no), Path(out) / "pairs.parquet")
-    print(f"[prepare] round {round_no}, batch {batch_no}: {'running the round' if go else 'no trigger'}", flush=True)
+    write_parquet(r.stream_pairs(), Path(out) / schema.STREAM_PAIRS.name)
+    print(f"[prepare] round {r.round_no}, batch {batch_no}: {'running the round' if go else 'no trigger'}", flush=True)
     return go
 
 
@@ -132,25 +138,26 @@ def score_shard(repo: str, rev: str, policy_path: str, dvc_remote: str, shard: i
     import numpy as np
     import pandas as pd
 
-    from serm import stages
+    from serm import history
     from serm.agents import build
+    from serm.files import atomic_write_json, write_parquet
     from serm.mining import REGISTRY
     from serm.mining.base import MiningContext
     from serm.mining.combine import score_once
 
     ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
     print(f"[mine] started: shard {shard + 1} of {shards}", flush=True)
-    pairs = pd.read_parquet(Path(batch) / "pairs.parquet")
+    pairs = pd.read_parquet(Path(batch) / schema.STREAM_PAIRS.name)
     rows = np.flatnonzero(shard_of(pairs["query_id"], shards) == shard)
-    events = pd.read_parquet(Path(batch) / "ingest" / "events.parquet")[["query_id", "doc_id", "position", "clicked"]]
+    events = pd.read_parquet(Path(batch) / "ingest" / schema.EVENTS.name)[["query_id", "doc_id", "position", "clicked"]]
     ctx = MiningContext(pairs=pairs.iloc[rows].reset_index(drop=True), events=events,
-                        reference_queries=stages.training_queries(ws), models=stages.model_versions(ws, policy))
+                        reference_queries=history.training_queries(ws), models=history.model_versions(ws, policy))
     info = score_once(ctx, policy.mining, [build(REGISTRY, a) for a in policy.mining.agents], round_no + shard)
     proba = ctx.proba if len(rows) else np.zeros((0, 4), dtype=np.float32)
     Path(out).mkdir(parents=True, exist_ok=True)
-    stages.write_parquet(pd.DataFrame({"row": rows, **{f"p{g}": proba[:, g] for g in range(proba.shape[1])}}),
-                         Path(out) / "scores.parquet")
-    stages.atomic_write_json(Path(out) / "shard.json", {"shard": shard, "shards": shards, "pairs": int(len(rows)), **info})
+    write_parquet(pd.DataFrame({"row": rows, **{f"p{g}": proba[:, g] for g in range(proba.shape[1])}}),
+                  Path(out) / schema.SHARD_SCORES.name)
+    atomic_write_json(Path(out) / schema.SHARD_INFO.name, {"shard": shard, "shards": shards, "pairs": int(len(rows)), **info})
     print(f"[mine] shard {shard + 1}/{shards}: {info['scored_pairs']} of {len(rows)} pairs scored", flush=True)
 
 
@@ -160,77 +167,58 @@ def mine(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, sco
     import numpy as np
     import pandas as pd
 
-    from serm import stages
+    from serm.files import atomic_write_json
 
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch)
-    pairs = pd.read_parquet(Path(batch) / "pairs.parquet")
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch)
+    pairs = pd.read_parquet(Path(batch) / schema.STREAM_PAIRS.name)
     proba = np.full((len(pairs), 4), np.nan, dtype=np.float32)
     seen = np.zeros(len(pairs), dtype=int)
     shards = []
     for s in scores:
-        part = pd.read_parquet(Path(s) / "scores.parquet")
+        part = pd.read_parquet(Path(s) / schema.SHARD_SCORES.name)
         proba[part["row"].to_numpy()] = part[[f"p{g}" for g in range(4)]].to_numpy()
         seen[part["row"].to_numpy()] += 1
-        shards.append(json.loads((Path(s) / "shard.json").read_text()))
+        shards.append(json.loads((Path(s) / schema.SHARD_INFO.name).read_text()))
     if len(pairs) and not (seen == 1).all():
         raise PipelineError(f"the mining shards cover {int((seen == 1).sum())} of {len(pairs)} stream pairs exactly once "
                             f"({int((seen == 0).sum())} missing, {int((seen > 1).sum())} twice); "
                             "every shard of the ParallelFor must succeed: rerun the pipeline")
-    d = ws.staging(round_no) / "mine"
-    stages.run_stage(ws, round_no, "mine", lambda: stages.stage_mine(ws, policy, round_no, d, pairs=pairs, proba=proba))
-    report = json.loads((d / "mining_report.json").read_text())
+    r.mine(batch=Path(batch) / "ingest", pairs=pairs, proba=proba)
+    report_path = r.layout.staged(schema.MINING_REPORT)
+    report = json.loads(report_path.read_text())
     report["shards"] = sorted(shards, key=lambda s: s["shard"])
-    stages.atomic_write_json(d / "mining_report.json", report)
-    publish(d, out, "mine")
-    return stages.Manifest(ws, round_no).data["stages"]["mine"]
+    atomic_write_json(report_path, report)
+    publish(r.layout.stage_dir("mine"), out, "mine")
+    return r.manifest.entry("mine").to_dict()
 
 
 def annotate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, candidates: str, out: str) -> dict:
-    from serm import stages
-
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch)
-    d = ws.staging(round_no) / "annotate"
-    stages.run_stage(ws, round_no, "annotate", lambda: stages.stage_annotate(
-        ws, policy, round_no, Path(candidates) / "mine" / "candidates.parquet", d))
-    publish(d, out, "annotate")
-    return stages.Manifest(ws, round_no).data["stages"]["annotate"]
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch)
+    r.annotate(Path(candidates) / "mine" / schema.CANDIDATES.name, batch=Path(batch) / "ingest")
+    publish(r.layout.stage_dir("annotate"), out, "annotate")
+    return r.manifest.entry("annotate").to_dict()
 
 
 def check(repo: str, rev: str, policy_path: str, dvc_remote: str, labels: str, out: str) -> dict:
-    from serm import stages
-
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    d = ws.staging(round_no) / "check"
-    stages.run_stage(ws, round_no, "check", lambda: stages.stage_check(
-        ws, policy, Path(labels) / "annotate" / "labels.parquet", d))
-    publish(d, out, "check")
-    return stages.Manifest(ws, round_no).data["stages"]["check"]
+    r, _ = runner(repo, rev, policy_path, dvc_remote)
+    r.check(Path(labels) / "annotate" / schema.LABELS.name)
+    publish(r.layout.stage_dir("check"), out, "check")
+    return r.manifest.entry("check").to_dict()
 
 
 def train(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, labels: str, out: str) -> dict:
-    from serm import stages
-
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch)
-    rebuild_features(ws, Path(batch))
-    d = ws.staging(round_no) / "train"
-    stages.run_stage(ws, round_no, "train", lambda: stages.stage_train(
-        ws, policy, round_no, Path(labels) / "annotate" / "labels.parquet", d))
-    publish(d, out)
-    return stages.Manifest(ws, round_no).data["stages"]["train"]
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch)
+    rebuild_features(r.ws, Path(batch))
+    r.train(Path(labels) / "annotate" / schema.LABELS.name)
+    publish(r.layout.stage_dir("train"), out)
+    return r.manifest.entry("train").to_dict()
 
 
 def evaluate(repo: str, rev: str, policy_path: str, dvc_remote: str, batch: str, model: str, out: str) -> dict:
-    from serm import stages
-
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch)
-    d = ws.staging(round_no) / "evaluate"
-    stages.run_stage(ws, round_no, "evaluate", lambda: stages.stage_evaluate(ws, policy, round_no, Path(model), d))
-    publish(d, out, "evaluate")
-    return stages.Manifest(ws, round_no).data["stages"]["evaluate"]
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch)
+    r.evaluate(Path(model))
+    publish(r.layout.stage_dir("evaluate"), out, "evaluate")
+    return r.manifest.entry("evaluate").to_dict()
 
 
 def promote(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: str, batch: str, candidates: str,
@@ -238,36 +226,26 @@ def promote(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: str,
     """Decide, commit the round in this step's clone (`dvc push` first), push commit and tag.
     `entries`: each earlier step's round-manifest entry (KFP artifact metadata), so the
     committed manifest records every stage although each ran in a clone of its own."""
-    from serm import stages
+    from serm.schema import StageEntry
 
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch, candidates, labels, report, metrics)
-    man = stages.Manifest(ws, round_no)
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch, candidates, labels, report, metrics)
+    man = r.manifest
     for stage, entry in entries.items():
         if not entry:
             raise PipelineError(f"the {stage} step handed on no manifest entry (artifact metadata 'manifest'); "
                                 "rerun the pipeline with this version's components")
-        man.data["stages"][stage] = entry
-    man.set()
-    m = json.loads((Path(metrics) / "evaluate" / "metrics.json").read_text())
-    ok, reason = stages.promotion_decision(m, policy.promotion)
-    print(f"[promote] {'promote' if ok else 'keep production'}: {reason}", flush=True)
-    stages.run_stage(ws, round_no, "promote", lambda: {"promote": ok, "reason": reason})
-    result = stages.finish_round(ws, policy, round_no, ok, reason, Path(model), m)
-    push(ws, branch, result["tag"])
+        man.stages[stage] = StageEntry.from_dict(entry)
+    man.save()
+    result = r.promote(Path(model), Path(metrics) / "evaluate" / schema.METRICS.name)
+    push(r.ws, branch, result["tag"])
     return json.dumps(result)
 
 
 def keep(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: str, batch: str) -> str:
     """The round without the pipeline (no trigger): its batch and drift report are committed."""
-    from serm import stages
-
-    ws, policy, round_no, _ = context(repo, rev, policy_path, dvc_remote)
-    stage_in(ws, round_no, batch)
-    reason = stages.Manifest(ws, round_no).data["stages"]["drift"]["result"]["reason"]
-    stages.run_stage(ws, round_no, "promote", lambda: {"promote": False, "reason": reason})
-    result = stages.finish_round(ws, policy, round_no, False, f"no trigger: {reason}", None, None)
-    push(ws, branch, None)
+    r, _ = runner(repo, rev, policy_path, dvc_remote, batch)
+    result = r.keep()
+    push(r.ws, branch, None)
     return json.dumps(result)
 
 
@@ -290,13 +268,13 @@ def _history_times(ws):
     an hour before the first committed batch, so every point-in-time join finds its rows."""
     from datetime import datetime, timedelta, timezone
 
+    from serm.schema import RoundManifest, WorkspaceLayout
+
     rounds = []
-    for rdir in sorted((ws.data / "rounds").glob("r[0-9]*")) if (ws.data / "rounds").exists() else []:
-        man = rdir / "manifest.json"
-        at = json.loads(man.read_text())["stages"].get("ingest", {}).get("result", {}).get("ingested_at") \
-            if man.exists() else None
-        if at and (rdir / "events.parquet").exists():
-            rounds.append((rdir, datetime.fromisoformat(at)))
+    for rl in WorkspaceLayout(ws.root).committed_rounds():
+        at = RoundManifest.load(rl.committed_manifest).ingest.get("ingested_at")
+        if at and rl.kept(schema.EVENTS).exists():
+            rounds.append((rl.committed, datetime.fromisoformat(at)))
     first = min([t for _, t in rounds], default=datetime.now(timezone.utc) - timedelta(minutes=5))
     return first - timedelta(hours=1), rounds
 
@@ -309,18 +287,19 @@ def rebuild_features(ws, batch: Path) -> None:
 
     import pandas as pd
 
-    from serm import featurestore
+    from serm import featurestore, history
     from serm.data import xquad
+    from serm.schema import RoundManifest
 
     seed_ts, rounds = _history_times(ws)
     featurestore.ingest_documents(ws.root, xquad.documents(), seed_ts)
-    seed = pd.read_parquet(ws.data / "seed" / "train.parquet")
+    seed = history.seed_set(ws)
     featurestore.ingest_events(ws.root, pd.DataFrame({
         "event_id": [f"seed-{i}" for i in range(len(seed))], "ts": seed_ts, "query_id": seed["query_id"],
         "query": seed["query"], "locale": seed["locale"], "doc_id": seed["doc_id"],
         "position": seed.groupby("query_id").cumcount() + 1, "clicked": False, "dwell_s": 0.0}), seed_ts)
     for rdir, at in rounds:
-        featurestore.ingest_events(ws.root, pd.read_parquet(rdir / "events.parquet"), at)
-    man = json.loads((batch / "manifest.json").read_text())
-    featurestore.ingest_events(ws.root, pd.read_parquet(batch / "ingest" / "events.parquet"),
-                               datetime.fromisoformat(man["stages"]["ingest"]["result"]["ingested_at"]))
+        featurestore.ingest_events(ws.root, pd.read_parquet(rdir / schema.EVENTS.name), at)
+    man = RoundManifest.load(batch)
+    featurestore.ingest_events(ws.root, pd.read_parquet(batch / "ingest" / schema.EVENTS.name),
+                               datetime.fromisoformat(man.ingest["ingested_at"]))

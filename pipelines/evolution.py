@@ -1,10 +1,13 @@
 """The SERM evolution pipeline (KFP v2): mine → annotate → check labels → train → evaluate →
-promote. Each component is a thin wrapper over `pipelines.runtime` / `serm.stages`; artifacts
-flow between steps as KFP outputs. Compile with `serm pipeline compile`; `serm evolve` runs it
+promote. Each component is a thin wrapper over `pipelines.runtime`, which calls the round
+runner (`serm.round`) with the artifacts the component was handed: the ingested batch (a
+folder, a pipeline parameter) and each earlier step's KFP output. Compile with `serm pipeline compile`; `serm evolve` runs it
 with `kfp.local` on this machine.
 
 No `from __future__ import annotations` here: KFP reads the annotations as real types."""
 
+
+from pathlib import Path
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -14,18 +17,18 @@ IMAGE = "serm:0.1.0"
 
 
 @dsl.component(base_image=IMAGE)
-def mine_op(workspace: str, round_no: int, policy_path: str, candidates: Output[Dataset]):
+def mine_op(workspace: str, round_no: int, policy_path: str, batch: str, candidates: Output[Dataset]):
     from pipelines import runtime
 
-    runtime.mine(workspace, round_no, policy_path, candidates.path)
+    runtime.mine(workspace, round_no, policy_path, batch, candidates.path)
 
 
 @dsl.component(base_image=IMAGE)
-def annotate_op(workspace: str, round_no: int, policy_path: str, candidates: Input[Dataset],
+def annotate_op(workspace: str, round_no: int, policy_path: str, batch: str, candidates: Input[Dataset],
                 labels: Output[Dataset]):
     from pipelines import runtime
 
-    runtime.annotate(workspace, round_no, policy_path, candidates.path, labels.path)
+    runtime.annotate(workspace, round_no, policy_path, batch, candidates.path, labels.path)
 
 
 @dsl.component(base_image=IMAGE)
@@ -61,9 +64,9 @@ def promote_op(workspace: str, round_no: int, policy_path: str, model: Input[Mod
 
 
 @dsl.pipeline(name="serm-evolution", description="One SERM evolution round")
-def evolution_pipeline(workspace: str, round_no: int, policy_path: str):
-    mined = mine_op(workspace=workspace, round_no=round_no, policy_path=policy_path)
-    annotated = annotate_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
+def evolution_pipeline(workspace: str, round_no: int, policy_path: str, batch: str):
+    mined = mine_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=batch)
+    annotated = annotate_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=batch,
                             candidates=mined.outputs["candidates"])
     checked = check_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
                        labels=annotated.outputs["labels"])
@@ -85,9 +88,13 @@ def compile_pipeline(out_path: str) -> str:
 
 
 def run_local(workspace: str, round_no: int, policy_path: str, pipeline_root: str, log_path: str) -> None:
-    """Run the pipeline on this machine's Python with kfp.local (no containers)."""
-    run_locally(evolution_pipeline, {"workspace": workspace, "round_no": round_no, "policy_path": policy_path},
-                pipeline_root, log_path)
+    """Run the pipeline on this machine's Python with kfp.local (no containers). The batch is
+    the round's ingest folder, which `serm evolve` filled before the pipeline."""
+    from serm.schema import WorkspaceLayout
+
+    batch = str(WorkspaceLayout(Path(workspace)).round(round_no).stage_dir("ingest"))
+    run_locally(evolution_pipeline, {"workspace": workspace, "round_no": round_no, "policy_path": policy_path,
+                                     "batch": batch}, pipeline_root, log_path)
 
 
 def run_locally(pipeline, arguments: dict, pipeline_root: str, log_path: str) -> None:

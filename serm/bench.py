@@ -205,11 +205,10 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
     import numpy as np
     import pandas as pd
 
-    from serm.annotation.annotate import annotate
+    from serm import schema, stages
     from serm.annotation.base import AnnotationContext
     from serm.annotation.human import SimulatedHuman
     from serm.mining.base import MiningContext, ModelVersions
-    from serm.mining.combine import mine
     from serm.policy import MiningSpec
 
     info: dict = {}
@@ -241,7 +240,7 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
         reference = sorted(set(world.seed_set["query"]) | {q for f in run.labels for q in f["query"]})
         ctx = MiningContext(pairs=pairs, events=events, reference_queries=reference,
                             models=ModelVersions(production=round_no, loaders=loaders))
-        cands, report = mine(ctx, spec, round_no, labelled)
+        cands, report = stages.mine(ctx, spec, round_no, labelled)
         info["mined"] = int(len(cands))
         info["per_agent"] = report.get("per_agent")
         picked = pairs.merge(cands[["query_id", "doc_id"]], on=["query_id", "doc_id"])
@@ -251,9 +250,9 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
     ctx = AnnotationContext(pairs=picked, documents=world.documents, seed=seed * 1000 + round_no, events=events,
                             models=lambda ref: teacher, truth=world.grade)
     human = SimulatedHuman(policy.annotation.human.budget, world.grade)
-    _, labels, _, rep = annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
-    trainable = labels[labels.status.isin(["accepted", "human"])]
-    accepted = labels[labels.status == "accepted"]
+    _, labels, _, rep = stages.annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
+    trainable = schema.trainable(labels)
+    accepted = labels[labels.status == schema.LabelStatus.ACCEPTED]
     info.update(candidates=rep["candidates"], accepted=rep["accepted"], human_resolved=rep["human_resolved"],
                 escalated_open=rep["escalated_open"],
                 escalation_rate=round(rep["escalated_total"] / max(1, rep["candidates"]), 4),
@@ -265,20 +264,18 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
 
 
 def _train_round(run: Run, world: World, policy, new, budget: int, seed: int, round_no: int):
-    import numpy as np
+    """The round's replay and training stages (`serm.stages.replay`, `serm.stages.train`) on
+    the strategy's labels; the replay share is of the budget, so every strategy trains as long."""
     import pandas as pd
 
-    from serm.model.training import train
+    from serm import stages
 
     cols = ["query", "doc_title", "doc_text", "grade"]
     old = pd.concat([world.seed_set[cols], *[f[cols] for f in run.labels]], ignore_index=True)
     n_replay = int(round(policy.training.replay_ratio * budget)) + (budget if run.strategy == "no_new_labels" else 0)
-    rng = np.random.default_rng([seed, round_no, 3])
-    replay = old.iloc[rng.choice(len(old), min(n_replay, len(old)), replace=False)]
-    examples = pd.concat([new[cols], replay], ignore_index=True)
-    examples["grade"] = examples["grade"].astype("int64")
+    examples = stages.replay(new[cols], old, n_replay, [seed, round_no, 3])
     run.previous = clone(run.model)
-    result = train(run.model, examples, policy.training, seed * 100 + round_no, log=lambda *_: None)
+    result = stages.train(run.model, examples, policy.training, seed * 100 + round_no, log=lambda *_: None)
     if len(new):
         run.labels.append(new[["query_id", "doc_id", *cols]].copy())
     return {"examples": int(len(examples)), "new_labels": int(len(new)), "train_seconds": result.seconds}

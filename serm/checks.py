@@ -13,17 +13,15 @@ great_expectations takes ~5 s to import: it is imported inside `check_labels` on
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from serm.errors import CheckFailed
+from serm.files import atomic_write_json
+from serm.schema import GRADES, TRAINABLE  # the one trainable rule
 
-TRAINABLE = ("accepted", "human")
-GRADES = (0, 1, 2, 3)
 REQUIRED_COLUMNS = ("query_id", "doc_id", "grade", "agreement", "status")
 MAX_EXAMPLES = 5
 
@@ -308,15 +306,5 @@ def check_labels(labels, known_query_ids: set[str], known_doc_ids: set[str], spe
     report = CheckReport(success=all(r["success"] for r in results), results=_plain(results),
                          labels=n, escalated=escalated, out_path=str(out_path) if out_path else None)
     if out_path is not None:
-        _write_json_atomic(Path(out_path), report.to_dict())
+        atomic_write_json(Path(out_path), report.to_dict(), ensure_ascii=False)
     return report
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -130,7 +130,9 @@ def cmd_init(args) -> int:
 def cmd_evolve(args) -> int:
     from serm.evolve import evolve
 
-    evolve(args.workspace, _policy_path(args), force=args.force, wait=args.wait)
+    from pipelines.evolution import run_local  # the orchestrator is the CLI's choice, not the core's
+
+    evolve(args.workspace, _policy_path(args), force=args.force, wait=args.wait, run_pipeline=run_local)
     return 0
 
 
@@ -154,6 +156,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from serm.schema import RoundManifest, WorkspaceLayout
     from serm.workspace import Workspace
 
     ws = Workspace.at(args.workspace)
@@ -161,11 +164,12 @@ def cmd_status(args) -> int:
     print(f"workspace   {ws.root}")
     print(f"production  v{st.get('production')} (round {st.get('production_round')})")
     print(f"rounds done {st.get('rounds_done')}; next stream batch {st.get('next_batch')}")
-    staging = sorted((ws.dot / "rounds").glob("r*")) if (ws.dot / "rounds").exists() else []
-    for s in staging:
-        man = json.loads((s / "manifest.json").read_text()) if (s / "manifest.json").exists() else {}
-        done = [k for k, v in man.get("stages", {}).items() if v.get("status") == "done"]
-        print(f"in progress {s.name}: stages done {done or 'none'} (`serm evolve` resumes it)")
+    lay = WorkspaceLayout(ws.root)
+    for r in lay.staged_rounds():
+        rl = lay.round(r)
+        man = RoundManifest.maybe(rl.manifest)
+        done = man.done_stages() if man else []
+        print(f"in progress {rl.staging.name}: stages done {done or 'none'} (`serm evolve` resumes it)")
     print(f"versions    {', '.join('v%d' % v['version'] for v in reg['versions']) or 'none'}")
     return 0
 
@@ -189,7 +193,7 @@ def cmd_versions(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from serm import stages, versioning
+    from serm import round as rounds, versioning
     from serm.policy import load_policy
     from serm.workspace import Workspace
 
@@ -197,7 +201,7 @@ def cmd_rollback(args) -> int:
     policy = load_policy(_policy_path(args))
     version = int(str(args.version).lstrip("v"))
     with ws.lock(wait=args.wait):
-        stages.recover(ws)
+        rounds.recover(ws)
         sha = versioning.rollback(ws, version, policy.versioning.tag)
     print(f"v{version} is production again (commit {sha[:10]}); data/ and data/model restored from its tag")
     return 0
@@ -235,14 +239,14 @@ def cmd_escalations_export(args) -> int:
 
 
 def cmd_escalations_import(args) -> int:
-    from serm import stages, versioning
+    from serm import round as rounds, versioning
     from serm.annotation import escalations
     from serm.workspace import Workspace
 
     ws = Workspace.at(args.workspace)
     ws.require()
     with ws.lock(wait=args.wait):
-        stages.recover(ws)
+        rounds.recover(ws)
         resolutions, still_open = escalations.parse_resolutions(Path(args.file), escalations.read_queue(ws.data))
         result = escalations.apply_resolutions(ws.data, resolutions, Path(args.file).name)
         sha = versioning.commit_version(ws, f"serm: {result['resolved']} escalation(s) resolved by reviewers "

@@ -3,7 +3,9 @@
 Derived state lives in `<workspace>/.serm/feast/`: `registry.db`, `online.db` (SQLite online
 store; Redis by configuration) and `offline/{queries,documents,pairs}.parquet` (the `file`
 offline store). Each ingest appends feature rows stamped with the batch time `ts` and
-materializes them into the online store.
+materializes them into the online store. The offline files' names, columns, dtypes and keys
+come from the feature views in `features/definitions.py`; they are kept in `views.json` under
+the definitions' sha256, so an ingest into an applied store does not execute the definitions.
 
 Query and pair features are per-batch aggregates: a key seen again in a later batch gets a new
 row with that batch's counts (not cumulative counts over all batches); the newest row wins
@@ -21,30 +23,35 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from serm.errors import DataError
+from serm.files import atomic_write_json, write_parquet
+from serm.schema import DOCUMENT_COLUMNS, EVENT_COLUMNS
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+# The views this module writes; `features/definitions.py` must define them. Their columns, join
+# keys and offline files are read from the definitions (`_views`).
 VIEWS = ("query_features", "document_features", "pair_features")
-DOCUMENT_COLUMNS = ("doc_id", "title", "text", "locale")
-EVENT_COLUMNS = ("event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s")
+# Feast value type (of String, Int64, Float64 fields and of entity keys) -> pandas dtype of the
+# offline parquet column.
+_DTYPES = {"STRING": "str", "INT64": "int64", "DOUBLE": "float64"}
 
-# Offline parquet schemas (event_timestamp is added to each): Feast reads every source on
-# apply/materialize, so empty typed files are created before the first apply.
-_SCHEMAS = {
-    "queries.parquet": {"query_id": "str", "query": "str", "locale": "str", "query_chars": "int64",
-                        "query_tokens": "int64", "impressions": "int64", "clicks": "int64", "ctr": "float64"},
-    "documents.parquet": {"doc_id": "str", "title": "str", "text": "str", "locale": "str",
-                          "title_chars": "int64", "text_chars": "int64"},
-    "pairs.parquet": {"query_id": "str", "doc_id": "str", "impressions": "int64", "clicks": "int64",
-                      "mean_position": "float64", "mean_dwell_s": "float64", "lexical_overlap": "float64"},
-}
-_KEYS = {"queries.parquet": ["query_id"], "documents.parquet": ["doc_id"], "pairs.parquet": ["query_id", "doc_id"]}
+
+@dataclass(frozen=True)
+class _View:
+    """What the offline store needs to know of one feature view."""
+
+    name: str
+    file: str                              # the offline parquet file (its FileSource path's name)
+    keys: tuple[str, ...]                  # the join keys of its entities
+    columns: tuple[tuple[str, str], ...]   # (column, pandas dtype): the join keys, then the features
 
 
 def _state(workspace: Path) -> Path:
@@ -96,6 +103,13 @@ def open_store(workspace: Path):
     return FeatureStore(repo_path=str(repo), fs_yaml_file=config)
 
 
+def _definitions(workspace: Path) -> Path:
+    path = Path(workspace) / "features" / "definitions.py"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; copy the project's features/ folder into the workspace")
+    return path
+
+
 def _load_definitions(path: Path):
     name = "serm_feature_defs_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -110,19 +124,73 @@ def _load_definitions(path: Path):
     return mod
 
 
+def _derive(mod, path: Path) -> dict[str, _View]:
+    """The views of the loaded definitions module `mod`, in definition order: columns and
+    dtypes from each view's schema and its entities' join keys, file from its FileSource."""
+    from feast import Entity, FeatureView
+
+    objects = list(vars(mod).values())
+    missing = set(VIEWS) - {o.name for o in objects if isinstance(o, FeatureView)}
+    if missing:
+        raise DataError(f"{path} does not define feature view(s) {sorted(missing)}; restore it from the project")
+    entities = {o.name: o for o in objects if isinstance(o, Entity)}
+
+    def dtype(value_type, column: str, view: str) -> str:
+        if value_type.name not in _DTYPES:
+            raise DataError(f"{path}: {view}.{column} has Feast value type {value_type.name}; the offline store "
+                            "holds String, Int64 and Float64 columns")
+        return _DTYPES[value_type.name]
+
+    views = {}
+    for fv in (o for o in objects if isinstance(o, FeatureView)):
+        if fv.batch_source.timestamp_field != "event_timestamp":
+            raise DataError(f"{path}: the source of {fv.name} is stamped by {fv.batch_source.timestamp_field!r}; "
+                            "serm.featurestore writes event_timestamp")
+        unknown = [e for e in fv.entities if e not in entities]
+        if unknown:
+            raise DataError(f"{path}: {fv.name} names entities {unknown} that the file does not define")
+        keys = [(entities[e].join_key, dtype(entities[e].value_type, entities[e].join_key, fv.name))
+                for e in fv.entities]
+        feats = [(f.name, dtype(f.dtype.to_value_type(), f.name, fv.name)) for f in fv.features]
+        views[fv.name] = _View(fv.name, Path(fv.batch_source.path).name, tuple(k for k, _ in keys),
+                               tuple(keys + feats))
+    return views
+
+
+def _views(workspace: Path) -> dict[str, _View]:
+    """The views of `<workspace>/features/definitions.py` (`_derive`), kept in
+    `.serm/feast/views.json` under the sha256 of the definitions: deriving them executes the
+    definitions, which imports feast (~10 s); reading the kept ones costs ~1 ms."""
+    path = _definitions(workspace)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    kept = _state(workspace) / "views.json"
+    if kept.exists():
+        try:
+            cached = json.loads(kept.read_text(encoding="utf-8"))
+            if cached.get("definitions_sha256") == digest:
+                return {v["name"]: _View(v["name"], v["file"], tuple(v["keys"]), tuple(map(tuple, v["columns"])))
+                        for v in cached["views"]}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass   # unreadable: derive again and rewrite it
+    views = _derive(_load_definitions(path), path)
+    atomic_write_json(kept, {"definitions_sha256": digest,
+                             "views": [{"name": v.name, "file": v.file, "keys": list(v.keys),
+                                        "columns": [list(c) for c in v.columns]} for v in views.values()]})
+    return views
+
+
 def apply(workspace: Path, store=None) -> bool:
     """Register `features/definitions.py` in the registry. Returns False (and costs ~10 ms)
     when the registry already holds this version of the definitions for this workspace: a
     sha256 of the file and the workspace path is kept next to the registry (the FileSources
     hold absolute paths, so a copied workspace re-applies)."""
     workspace = Path(workspace).resolve()
-    path = workspace / "features" / "definitions.py"
-    if not path.exists():
-        raise DataError(f"{path} does not exist; copy the project's features/ folder into the workspace")
-    _ensure_offline_files(workspace)
+    path = _definitions(workspace)
     # The store's configuration is part of the key: switching the online store (SQLite ->
     # Redis) re-applies and fills the new store from the offline history below.
     config = store_config(workspace)
+    views = _views(workspace)
+    _ensure_offline_files(workspace, views)
     # Expanded: a new ${SERM_REDIS} is a new (empty) store to fill.
     resolved = os.path.expandvars(config.read_text(encoding="utf-8")).encode()
     digest = hashlib.sha256(path.read_bytes() + str(workspace).encode() + resolved).hexdigest()
@@ -132,59 +200,50 @@ def apply(workspace: Path, store=None) -> bool:
     store = store or open_store(workspace)
     from feast import Entity, FeatureView, FileSource
 
-    mod = _load_definitions(path)
-    objects = [v for v in vars(mod).values() if isinstance(v, (Entity, FeatureView, FileSource))]
-    missing = set(VIEWS) - {o.name for o in objects if isinstance(o, FeatureView)}
-    if missing:
-        raise DataError(f"{path} does not define feature view(s) {sorted(missing)}; restore it from the project")
+    objects = [v for v in vars(_load_definitions(path)).values() if isinstance(v, (Entity, FeatureView, FileSource))]
     store.apply(objects)
-    _materialize_history(workspace, store)
+    _materialize_history(workspace, store, views)
     marker.write_text(digest)
     return True
 
 
-def _materialize_history(workspace: Path, store) -> None:
+def _materialize_history(workspace: Path, store, views: dict[str, _View]) -> None:
     """Load every offline row into the online store (a new or switched store starts empty)."""
     import pandas as pd
 
     spans = []
-    for name, view in (("queries.parquet", "query_features"), ("documents.parquet", "document_features"),
-                       ("pairs.parquet", "pair_features")):
-        ts = pd.read_parquet(_offline(workspace) / name, columns=["event_timestamp"])["event_timestamp"]
+    for view in views.values():
+        ts = pd.read_parquet(_offline(workspace) / view.file, columns=["event_timestamp"])["event_timestamp"]
         if len(ts):
-            spans.append((view, ts.min().to_pydatetime(), ts.max().to_pydatetime()))
+            spans.append((view.name, ts.min().to_pydatetime(), ts.max().to_pydatetime()))
     if spans:
         _materialize(store, min(s[1] for s in spans), max(s[2] for s in spans), [s[0] for s in spans])
 
 
-def _ensure_offline_files(workspace: Path) -> None:
+def _ensure_offline_files(workspace: Path, views: dict[str, _View]) -> None:
+    """Feast reads every source on apply/materialize: an empty typed file for each view that
+    has none yet (pandas is imported only then: apply's fast path stays ~10 ms)."""
+    missing = [v for v in views.values() if not (_offline(workspace) / v.file).exists()]
+    if not missing:
+        return
     import pandas as pd
 
-    for name, cols in _SCHEMAS.items():
-        f = _offline(workspace) / name
-        if not f.exists():
-            df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
-            df["event_timestamp"] = pd.Series(dtype="datetime64[us, UTC]")
-            _write(df, f)
+    for view in missing:
+        df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in view.columns})
+        df["event_timestamp"] = pd.Series(dtype="datetime64[us, UTC]")
+        write_parquet(df, _offline(workspace) / view.file)
 
 
-def _write(df, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _append(workspace: Path, name: str, rows):
-    """Append rows; one row per (key, event_timestamp), the newest write winning (a retried
-    batch replaces itself). Returns the newest event_timestamp in the file."""
+def _append(workspace: Path, view: _View, rows):
+    """Append rows to the view's offline file; one row per (key, event_timestamp), the newest
+    write winning (a retried batch replaces itself). Returns the newest event_timestamp in the file."""
     import pandas as pd
 
-    f = _offline(workspace) / name
+    f = _offline(workspace) / view.file
     old = pd.read_parquet(f) if f.exists() else None
     df = rows if old is None or old.empty else pd.concat([old, rows[old.columns]], ignore_index=True)
-    df = df.drop_duplicates(_KEYS[name] + ["event_timestamp"], keep="last", ignore_index=True)
-    _write(df, f)
+    df = df.drop_duplicates(list(view.keys) + ["event_timestamp"], keep="last", ignore_index=True)
+    write_parquet(df, f)
     return df["event_timestamp"].max()
 
 
@@ -248,7 +307,7 @@ def ingest_documents(workspace: Path, documents, ts: datetime) -> int:
     rows["text_chars"] = rows["text"].str.len().astype("int64")
     store = open_store(workspace)
     apply(workspace, store)
-    newest = _append(workspace, "documents.parquet", _stamp(rows, ts))
+    newest = _append(workspace, _views(workspace)["document_features"], _stamp(rows, ts))
     _materialize(store, ts, max(ts, newest.to_pydatetime()), ["document_features"])
     return int(len(rows))
 
@@ -256,7 +315,7 @@ def ingest_documents(workspace: Path, documents, ts: datetime) -> int:
 def _known_documents(workspace: Path):
     import pandas as pd
 
-    f = _offline(workspace) / "documents.parquet"
+    f = _offline(workspace) / _views(workspace)["document_features"].file
     docs = pd.read_parquet(f, columns=["doc_id", "title", "text", "event_timestamp"]) if f.exists() else None
     if docs is None or docs.empty:
         raise DataError(f"no documents in the feature store of {workspace} yet; "
@@ -348,8 +407,9 @@ def ingest_events(workspace: Path, events, ts: datetime) -> dict:
 
     store = open_store(workspace)
     apply(workspace, store)
-    newest_q = _append(workspace, "queries.parquet", _stamp(q, ts))
-    newest_p = _append(workspace, "pairs.parquet", _stamp(p, ts))
+    views = _views(workspace)
+    newest_q = _append(workspace, views["query_features"], _stamp(q, ts))
+    newest_p = _append(workspace, views["pair_features"], _stamp(p, ts))
     _materialize(store, ts, max(ts, newest_q.to_pydatetime(), newest_p.to_pydatetime()),
                  ["query_features", "pair_features"])
     return {"queries": int(len(q)), "pairs": int(len(p)), "documents_known": int(len(docs))}

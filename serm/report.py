@@ -6,20 +6,25 @@ import html
 import json
 from pathlib import Path
 
+from serm import schema as S
+from serm.schema import METRIC_NAMES as METRICS, Metrics, RoundManifest, RoundMetrics, TEST_SETS
+
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _manifest(rdir: Path) -> RoundManifest:
+    return RoundManifest.maybe(rdir) or RoundManifest(round=None)
+
+
 def summary_lines(rdir: Path) -> list[str]:
-    man = _load(rdir / "manifest.json")
-    st = man.get("stages", {})
-    ing = st.get("ingest", {}).get("result") or {}
-    drift = st.get("drift", {}).get("result") or {}
-    mine = _load(rdir / "mining_report.json")
-    ann = _load(rdir / "annotation_report.json")
-    met = _load(rdir / "metrics.json")
-    lines = [f"Round {man.get('round')} summary",
+    man = _manifest(rdir)
+    ing, drift = man.ingest, man.drift
+    mine = _load(rdir / S.MINING_REPORT.name)
+    ann = _load(rdir / S.ANNOTATION_REPORT.name)
+    met = _load(rdir / S.METRICS.name)
+    lines = [f"Round {man.round} summary",
              f"  stream      batch {ing.get('batch')} ({ing.get('locale')}): {ing.get('valid')} events, "
              f"{ing.get('quarantined')} quarantined",
              f"  drift       {'DRIFT' if drift.get('drifted_any') else 'no drift'}; trigger: "
@@ -35,22 +40,19 @@ def summary_lines(rdir: Path) -> list[str]:
             lines.append(f"              accepted-label accuracy vs hidden grades (simulation only): "
                          f"{ann['simulation_accepted_label_accuracy']:.1%}")
     if met:
+        rm = RoundMetrics.from_dict(met)
         lines.append("  metrics     set       metric    production  candidate")
-        for split in ("static", "evolving"):
-            for m in ("ndcg@4", "ndcg@10", "accuracy", "macro_f1"):
-                p, c = met["production"][split].get(m), met["candidate"][split].get(m)
+        for split in TEST_SETS:
+            for m in METRICS:
+                p, c = rm.production.get(split, m), rm.candidate.get(split, m)
                 lines.append(f"              {split:<9} {m:<9} {p!s:<11} {c!s}"
-                             + (f"   ({met['candidate'][split]['locale']})" if m == "ndcg@4" else ""))
-    lines.append(f"  decision    {'PROMOTED ' + str(man.get('tag')) if man.get('promoted') else 'not promoted'}"
-                 f" — {man.get('reason', '')}")
-    order = ["ingest", "drift", "mine", "annotate", "check", "train", "evaluate", "promote"]
-    secs = {k: st[k]["seconds"] for k in order if k in st and st[k].get("seconds") is not None}
+                             + (f"   ({rm.candidate.locale(split)})" if m == "ndcg@4" else ""))
+    lines.append(f"  decision    {'PROMOTED ' + str(man.tag) if man.promoted else 'not promoted'}"
+                 f" — {man.reason or ''}")
+    secs = man.seconds()
     if secs:
         lines.append("  wall time   " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items()))
     return lines
-
-
-METRICS = ("ndcg@4", "ndcg@10", "accuracy", "macro_f1")
 
 
 def plot_versions(versions: list[dict], out: Path, production: int | None = None) -> Path | None:
@@ -68,8 +70,8 @@ def plot_versions(versions: list[dict], out: Path, production: int | None = None
     labels = [f"v{v['version']}" for v in versions]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100, sharex=True)
     for ax, metric, title in zip(axes, ("ndcg@4", "accuracy"), ("NDCG@4", "accuracy")):
-        for split in ("static", "evolving"):
-            ys = [(v["metrics"].get(split) or {}).get(metric) for v in versions]
+        for split in TEST_SETS:
+            ys = [Metrics.from_dict(v["metrics"]).get(split, metric) for v in versions]
             ys = [float("nan") if y is None else y for y in ys]
             ax.plot(xs, ys, marker="o", label=f"{split} test")
             if production is not None:
@@ -113,7 +115,8 @@ def _drift_section(rdir: Path, drift: dict, decision: dict) -> str:
         rows.append([d["type"], d.get("value"), f"{op} {d['threshold']:g}", "YES" if d.get("drifted") else "no",
                      det.get("skipped") or det.get("value_is", "")])
     trig = drift.get("trigger_policy") or {}
-    parts = [f"<p>{_link(rdir, 'drift.html', 'Evidently drift report (drift.html)')} · {_link(rdir, 'drift.json')}</p>",
+    parts = [f"<p>{_link(rdir, S.DRIFT_HTML.name, 'Evidently drift report (drift.html)')} · "
+             f"{_link(rdir, S.DRIFT_JSON.name)}</p>",
              _table(["detector", "value", "drift when", "drifted", "value is"], rows) if rows
              else "<p>no drift result recorded</p>",
              f"<p><b>Trigger:</b> {'fired' if drift.get('trigger') else 'did not fire'} — "
@@ -122,7 +125,7 @@ def _drift_section(rdir: Path, drift: dict, decision: dict) -> str:
         parts.append(f"<p><b>Pipeline:</b> {'ran' if decision.get('run_pipeline') else 'did not run'} — "
                      f"{html.escape(str(decision.get('reason', '')))}</p>")
     if trig:
-        from monitoring.drift import duration
+        from serm.policy_schema import duration
 
         shown = {k: duration(v) if k in ("cooldown", "period") and isinstance(v, (int, float)) else v
                  for k, v in trig.items()}
@@ -137,7 +140,7 @@ def _mining_section(rdir: Path, mine: dict) -> str:
     per_agent = mine.get("per_agent") or {}
     selected = mine.get("selected_per_agent") or {}
     rows = [[a, n, selected.get(a)] for a, n in per_agent.items()]
-    return (f"<p>{_link(rdir, 'mining_report.json')} · {_link(rdir, 'candidates.parquet')}</p>"
+    return (f"<p>{_link(rdir, S.MINING_REPORT.name)} · {_link(rdir, S.CANDIDATES.name)}</p>"
             f"<p>selected <b>{mine.get('selected')}</b> of {mine.get('stream_pairs')} stream pairs "
             f"(budget {mine.get('budget')}, {mine.get('scored_pairs')} scored)</p>"
             + (_table(["agent", "pairs picked", "in the selection"], rows) if rows else ""))
@@ -155,8 +158,9 @@ def _annotation_section(rdir: Path, ann: dict) -> str:
             ("simulation_accepted_label_accuracy", "accepted-label accuracy vs hidden grades (simulation only)"),
             ("cost", "cost"), ("tokens", "tokens")]
     rows = [[label, ann[k]] for k, label in keys if k in ann]
-    parts = [f"<p>{_link(rdir, 'annotation_report.json')} · {_link(rdir, 'labels.parquet')} · "
-             f"{_link(rdir, 'escalations.parquet')} · {_link(rdir, 'label_checks.json', 'label checks (Great Expectations)')}</p>",
+    parts = [f"<p>{_link(rdir, S.ANNOTATION_REPORT.name)} · {_link(rdir, S.LABELS.name)} · "
+             f"{_link(rdir, S.ESCALATIONS.name)} · "
+             f"{_link(rdir, S.LABEL_CHECKS.name, 'label checks (Great Expectations)')}</p>",
              _table(["statistic", "value"], rows)]
     grades = ann.get("grade_distribution") or {}
     if grades:
@@ -173,29 +177,29 @@ def _annotation_section(rdir: Path, ann: dict) -> str:
     return "\n".join(parts)
 
 
-def _metrics_section(rdir: Path, met: dict, man: dict) -> str:
+def _metrics_section(rdir: Path, met: dict, man: RoundManifest) -> str:
     if not met:
         return "<p>no candidate was trained this round</p>"
+    rm = RoundMetrics.from_dict(met)
     rows = []
-    for split in ("static", "evolving"):
+    for split in TEST_SETS:
         for m in METRICS:
-            p, c = met["production"][split].get(m), met["candidate"][split].get(m)
+            p, c = rm.production.get(split, m), rm.candidate.get(split, m)
             delta = c - p if isinstance(p, (int, float)) and isinstance(c, (int, float)) else None
-            rows.append([f"{split} ({met['candidate'][split].get('locale')})", m, p, c, delta])
-    verdict = f"promoted {man.get('tag')}" if man.get("promoted") else "not promoted"
-    return (f"<p>{_link(rdir, 'metrics.json')}</p>"
+            rows.append([f"{split} ({rm.candidate.locale(split)})", m, p, c, delta])
+    verdict = f"promoted {man.tag}" if man.promoted else "not promoted"
+    return (f"<p>{_link(rdir, S.METRICS.name)}</p>"
             + _table(["test set", "metric", "production", "candidate", "candidate - production"], rows)
-            + f"<p><b>Decision:</b> {html.escape(verdict)} — {html.escape(str(man.get('reason', '')))}</p>")
+            + f"<p><b>Decision:</b> {html.escape(verdict)} — {html.escape(str(man.reason or ''))}</p>")
 
 
 def _versions_section(versions: list[dict], production, plot: Path | None) -> str:
     rows = []
     for v in sorted(versions, key=lambda v: v["version"]):
-        m = v.get("metrics", {})
+        m = Metrics.from_dict(v.get("metrics"))
         rows.append([f"v{v['version']}" + (" (production)" if v["version"] == production else ""), v.get("tag"),
-                     v.get("round"), (m.get("static") or {}).get("ndcg@4"), (m.get("evolving") or {}).get("ndcg@4"),
-                     (m.get("evolving") or {}).get("locale"), (m.get("static") or {}).get("accuracy"),
-                     (m.get("evolving") or {}).get("accuracy")])
+                     v.get("round"), m.get(S.STATIC, "ndcg@4"), m.get(S.EVOLVING, "ndcg@4"), m.locale(S.EVOLVING),
+                     m.get(S.STATIC, "accuracy"), m.get(S.EVOLVING, "accuracy")])
     img = f'<p><img src="{plot.name}" alt="NDCG@4 and accuracy per model version"></p>' if plot else ""
     return img + _table(["version", "tag", "round", "static NDCG@4", "evolving NDCG@4", "evolving locale",
                          "static accuracy", "evolving accuracy"], rows)
@@ -206,18 +210,16 @@ def write_round_report(ws, round_no: int, rdir: Path) -> Path:
     statistics, the metrics table and `metrics_by_version.png`, with links to every artifact."""
     reg = ws.versions()
     versions, production = reg["versions"], reg.get("production")
-    plot = plot_versions(versions, rdir / "metrics_by_version.png", production)
-    man = _load(rdir / "manifest.json")
-    st = man.get("stages", {})
-    drift = st.get("drift", {}).get("result") or {}
+    plot = plot_versions(versions, rdir / S.VERSIONS_PLOT, production)
+    man = _manifest(rdir)
     body = "\n".join(html.escape(line) for line in summary_lines(rdir))
     sections = [("Summary", f"<pre>{body}</pre>"),
-                ("Drift and trigger", _drift_section(rdir, drift, man.get("decision") or {})),
-                ("Mining", _mining_section(rdir, _load(rdir / "mining_report.json"))),
-                ("Annotation statistics", _annotation_section(rdir, _load(rdir / "annotation_report.json"))),
-                ("Metrics: candidate vs production", _metrics_section(rdir, _load(rdir / "metrics.json"), man)),
+                ("Drift and trigger", _drift_section(rdir, man.drift, man.decision or {})),
+                ("Mining", _mining_section(rdir, _load(rdir / S.MINING_REPORT.name))),
+                ("Annotation statistics", _annotation_section(rdir, _load(rdir / S.ANNOTATION_REPORT.name))),
+                ("Metrics: candidate vs production", _metrics_section(rdir, _load(rdir / S.METRICS.name), man)),
                 ("Metrics across versions", _versions_section(versions, production, plot)),
-                ("More", f"<p>{_link(rdir, 'manifest.json', 'round manifest (stages, timings, decision)')} · "
+                ("More", f"<p>{_link(rdir, S.MANIFEST_FILE, 'round manifest (stages, timings, decision)')} · "
                          f"dashboard of every round and version: <code>serm ui --workspace {html.escape(str(ws.root))}"
                          "</code></p>")]
     toc = " · ".join(f'<a href="#s{i}">{html.escape(t)}</a>' for i, (t, _) in enumerate(sections))
@@ -228,6 +230,6 @@ th{{background:#eee}} .missing{{color:#888}} .small{{color:#555;font-size:90%}}<
 <body><h1>SERM round {round_no}</h1><p>{toc}</p>
 {''.join(f'<h2 id="s{i}">{html.escape(t)}</h2>{content}' for i, (t, content) in enumerate(sections))}
 </body></html>"""
-    out = rdir / "report.html"
+    out = rdir / S.REPORT_HTML
     out.write_text(page, encoding="utf-8")
     return out

@@ -15,8 +15,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from serm import schema
 from serm.errors import WorkspaceError
-from serm.workspace import Workspace, atomic_write_json
+from serm.files import atomic_write_json
+from serm.workspace import Workspace
 
 GIT_ID = ["-c", "user.name=serm", "-c", "user.email=serm@localhost"]
 EMPTY_DIR_MD5 = "d751713988987e9331980363e24189ce.dir"
@@ -123,7 +125,7 @@ def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
     with quiet():
         repo.add(str(ws.data))
         repo.push(targets=[str(ws.root / "data.dvc")])
-    paths = ["data.dvc", "versions.json", ".gitignore"]
+    paths = [*schema.VERSION_FILES, ".gitignore"]
     git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
     git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
     sha = git(ws, "rev-parse", "HEAD")
@@ -180,7 +182,7 @@ def tree_checksum(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- crash recovery
-VERSION_FILES = ("data.dvc", "versions.json")
+VERSION_FILES = schema.VERSION_FILES
 
 
 def clear_stale_git_lock(ws: Workspace, log=print, wait_s: float = 5.0) -> None:
@@ -314,7 +316,7 @@ def restore_missing_tags(ws: Workspace) -> list[str]:
     missing = {v["version"]: v["tag"] for v in json.loads(git(ws, "show", "HEAD:versions.json"))["versions"]
                if v.get("tag") and v["tag"] not in tags}
     made = []
-    for rev in git(ws, "rev-list", "--reverse", "HEAD", "--", "versions.json").split() if missing else []:
+    for rev in git(ws, "rev-list", "--reverse", "HEAD", "--", schema.VERSIONS_FILE).split() if missing else []:
         recorded = {v["version"] for v in json.loads(git(ws, "show", f"{rev}:versions.json"))["versions"]}
         for version in sorted(recorded & set(missing)):
             tag = missing.pop(version)

@@ -18,30 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from serm.errors import WorkspaceError, WorkspaceLocked
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_parquet(df, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+from serm.schema import MODEL_CONFIG, WorkspaceLayout
 
 
 @dataclass(frozen=True)
@@ -54,23 +35,25 @@ class Workspace:
 
     # paths
     @property
-    def data(self) -> Path: return self.root / "data"
+    def layout(self) -> WorkspaceLayout: return WorkspaceLayout(self.root)
     @property
-    def model_dir(self) -> Path: return self.data / "model"
+    def data(self) -> Path: return self.layout.data
     @property
-    def state_path(self) -> Path: return self.data / "state.json"
+    def model_dir(self) -> Path: return self.layout.model
     @property
-    def versions_path(self) -> Path: return self.root / "versions.json"
+    def state_path(self) -> Path: return self.layout.state
     @property
-    def dot(self) -> Path: return self.root / ".serm"
+    def versions_path(self) -> Path: return self.layout.versions
+    @property
+    def dot(self) -> Path: return self.layout.dot
     @property
     def features(self) -> Path: return self.root / "features"
 
     def staging(self, round_no: int) -> Path:
-        return self.dot / "rounds" / f"r{round_no:04d}"
+        return self.layout.round(round_no).staging
 
     def round_dir(self, round_no: int) -> Path:
-        return self.data / "rounds" / f"r{round_no:04d}"
+        return self.layout.round(round_no).committed
 
     # state
     def state(self) -> dict:
@@ -84,7 +67,7 @@ class Workspace:
         return json.loads(self.versions_path.read_text())
 
     def initialised(self) -> bool:
-        return self.model_dir.joinpath("config.json").exists() and self.state_path.exists()
+        return self.model_dir.joinpath(MODEL_CONFIG).exists() and self.state_path.exists()
 
     def require(self) -> None:
         if not (self.root / ".git").exists() or not (self.root / ".dvc").exists():
@@ -115,9 +98,3 @@ class Workspace:
                 fh.seek(0)
                 fh.truncate()
             fh.close()
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)

@@ -33,7 +33,7 @@ def questions(locale: str, start: int, n: int, shuffled: bool = True) -> pd.Data
 
 
 def stream_frame(locale: str, start: int, n: int, score_mean: float, seed: int) -> pd.DataFrame:
-    """A per-query frame as serm.stages.score_frame_stats writes it (scores and clicks drawn)."""
+    """A per-query frame as serm.stages.query_frame builds it (scores and clicks drawn)."""
     rng = np.random.default_rng(seed)
     f = questions(locale, start, n)
     pos = rng.integers(1, 5, n).astype(float)

@@ -12,7 +12,8 @@ made with real git/DVC commands. Slow (`-m slow`): a kill in every stage of a pi
 
 import pytest
 
-from serm import stages, versioning
+from serm import round as rounds, versioning
+from serm.schema import RoundManifest, WorkspaceLayout
 from serm.workspace import Workspace
 
 from .reliability_workspaces import Run, committed, diff, git, initialised_copy, policies, serm, snapshot
@@ -77,7 +78,7 @@ def test_recover_undoes_a_staged_but_uncommitted_version(tmp_path_factory):
     assert git(ws, "diff", "--cached", "--name-only") == "data.dvc\nversions.json"
     assert snapshot(ws)["dvc_cache"] != before["dvc_cache"], "dvc add wrote new cache objects"
     lines = []
-    stages.recover(w, lines.append)
+    rounds.recover(w, lines.append)
     assert any("uncommitted version files" in s for s in lines) and any("cache object(s)" in s for s in lines), lines
     assert not diff(before, snapshot(ws)), diff(before, snapshot(ws))
     assert git(ws, "status", "--porcelain", "--", "data.dvc", "versions.json") == ""
@@ -89,11 +90,11 @@ def test_recover_tags_a_commit_whose_tag_was_never_written(tmp_path_factory):
     target = git(ws, "rev-list", "-n1", "serm-model@v0")
     git(ws, "tag", "-d", "serm-model@v0")
     lines = []
-    stages.recover(Workspace.at(ws), lines.append)
+    rounds.recover(Workspace.at(ws), lines.append)
     assert git(ws, "rev-list", "-n1", "serm-model@v0") == target
     assert any("tagged it serm-model@v0" in s for s in lines), lines
     assert diff(before, snapshot(ws)) == ["tags"], "only the tag object is new"
-    stages.recover(Workspace.at(ws), lines.append)
+    rounds.recover(Workspace.at(ws), lines.append)
     assert sum("tagged it" in s for s in lines) == 1, "recovery is idempotent"
 
 
@@ -116,8 +117,8 @@ def test_kill_in_every_stage_then_resume(tmp_path_factory):
         recovered = assert_recovered(ws, policy, before)
         if stage != "promote":
             assert "[recover]" not in recovered, (stage, recovered)   # data/ was never touched
-        man = stages.Manifest(Workspace.at(ws), 1).data["stages"]
-        assert man[stage]["status"] in ("running", "done"), (stage, man[stage])
+        man = RoundManifest.load(WorkspaceLayout(ws).round(1).manifest)
+        assert man.entry(stage).status in ("running", "done"), (stage, man.entry(stage))
     final = Run(ws, "evolve", "--policy", str(policy))
     assert final.finish() == 0, final.text[-4000:]
     for s in ("ingest", "drift", "mine", "annotate", "check", "train", "evaluate"):

@@ -13,7 +13,8 @@ from serm import versioning
 from serm.annotation import escalations
 from serm.errors import DataError
 from serm.versioning import tree_checksum
-from serm.workspace import Workspace, write_parquet
+from serm.files import write_parquet
+from serm.workspace import Workspace
 
 QUEUE = pd.DataFrame({
     "query_id": ["en:q1", "en:q2", "en:q3"], "doc_id": ["en:d1", "en:d2", "en:d3"], "locale": "en", "round": 1,

@@ -5,8 +5,9 @@ import json
 
 import pandas as pd
 
-from serm import stages, versioning
-from serm.workspace import Workspace, atomic_write_json, write_parquet
+from serm import history, versioning
+from serm.files import atomic_write_json, write_parquet
+from serm.workspace import Workspace
 
 
 def test_earlier_versions_come_back_from_their_dvc_tags_and_training_queries_follow_production(tmp_path):
@@ -21,7 +22,7 @@ def test_earlier_versions_come_back_from_their_dvc_tags_and_training_queries_fol
         versioning.record_version(ws, {"version": v, "tag": f"serm-model@v{v}", "round": v})
         versioning.commit_version(ws, f"v{v}", f"serm-model@v{v}")
 
-    restored = stages.version_model_dir(ws, 0, "serm-model@v0")
+    restored = history.version_model_dir(ws, 0, "serm-model@v0")
     assert restored == ws.dot / "models" / "v0"
     assert json.loads((restored / "config.json").read_text()) == {"version": 0}
     assert json.loads((ws.model_dir / "config.json").read_text()) == {"version": 1}, "data/ is untouched"
@@ -29,7 +30,7 @@ def test_earlier_versions_come_back_from_their_dvc_tags_and_training_queries_fol
     class Policy:  # model_versions only passes the policy on to load_model
         pass
 
-    mv = stages.model_versions(ws, Policy())
+    mv = history.model_versions(ws, Policy())
     assert mv.production == 1 and sorted(mv.loaders) == [0, 1] and mv.resolve(["production", "previous"]) == [1, 0]
 
     # Labels of round 1 trained production (round 1); round 2's did not yet.
@@ -38,4 +39,4 @@ def test_earlier_versions_come_back_from_their_dvc_tags_and_training_queries_fol
                       ws.round_dir(r) / "candidates.parquet")
         write_parquet(pd.DataFrame({"query_id": [qid], "doc_id": ["d"], "grade": [3], "round": [r]}),
                       ws.data / "labels" / f"r{r:04d}.parquet")
-    assert stages.training_queries(ws) == ["first stream question", "seed question"]
+    assert history.training_queries(ws) == ["first stream question", "seed question"]

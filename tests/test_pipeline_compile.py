@@ -14,4 +14,4 @@ def test_compiles_to_kfp_ir(tmp_path):
         set(tasks["train-op"]["dependentTasks"]) == {"annotate-op", "check-op"}
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
     assert images == {"serm:0.1.0"}
-    assert set(ir["root"]["inputDefinitions"]["parameters"]) == {"workspace", "round_no", "policy_path"}
+    assert set(ir["root"]["inputDefinitions"]["parameters"]) == {"workspace", "round_no", "policy_path", "batch"}

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import math
 
-LABEL_COLUMNS = ["query_id", "doc_id", "grade", "agreement", "status", "agents", "round", "policy_hash"]
-GRADES = 4
+from serm import schema
+from serm.schema import LabelStatus
+
+GRADES = len(schema.GRADES)
 
 
 def level1(votes, intra_min_share: float):
@@ -117,7 +119,7 @@ def level2(agent_grades, spec, on_disagreement: str, round_no: int, policy_hash:
         weights = {a: vote_weight(p) for a, p in reliabilities(agent_grades, spec, audits).items()}
 
     rows = []
-    fail_status = "escalated" if on_disagreement == "escalate" else "rejected"
+    fail_status = LabelStatus.ESCALATED.value if on_disagreement == "escalate" else LabelStatus.REJECTED.value
     for (q, d), g in agent_grades.groupby(["query_id", "doc_id"], sort=False):
         voting = g.dropna(subset=["grade"])
         grades = voting["grade"].astype(int)
@@ -150,7 +152,7 @@ def level2(agent_grades, spec, on_disagreement: str, round_no: int, policy_hash:
             rows.append((q, d, None, agreement, fail_status, agents,
                          f"agreement {agreement} < inter_min_agreement {spec.inter_min_agreement}"))
         else:
-            rows.append((q, d, grade, agreement, "accepted", agents, ""))
+            rows.append((q, d, grade, agreement, LabelStatus.ACCEPTED.value, agents, ""))
     out = pd.DataFrame(rows, columns=["query_id", "doc_id", "grade", "agreement", "status", "agents", "why"])
     out["grade"] = out["grade"].astype("Int8")
     out["round"] = round_no

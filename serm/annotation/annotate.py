@@ -13,6 +13,7 @@ from serm.agents import build
 from serm.data import without_pairs
 from serm.annotation.agreement import level1, level2, reliabilities
 from serm.annotation.base import AnnotationContext, is_transient, votes_frame
+from serm.schema import LabelStatus
 
 HUMAN = "human"
 REVIEWED = "resolved by a reviewer"   # the `why` of a label a reviewer's imported grade decided
@@ -66,28 +67,25 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
     machine = without_pairs(machine, decided)
     labels = level2(machine, spec.agreement, spec.on_disagreement, round_no, policy_hash, audits)
     if len(by_human):
-        labels = pd.concat([labels, pd.DataFrame({
-            "query_id": by_human.query_id, "doc_id": by_human.doc_id, "grade": by_human.grade.astype("Int8"),
-            "agreement": 1.0, "status": "human", "agents": [f"human={int(g)}" for g in by_human.grade],
-            "why": REVIEWED, "round": round_no, "policy_hash": policy_hash})], ignore_index=True)
+        labels = pd.concat([labels, human_labels(by_human, round_no, policy_hash)], ignore_index=True)
 
-    escalated = labels[labels.status == "escalated"]
+    escalated = labels[labels.status == LabelStatus.ESCALATED]
     if human is not None and len(escalated):
         resolved, escalated = human.resolve(escalated)
-        labels = pd.concat([labels[labels.status != "escalated"], resolved, escalated], ignore_index=True)
+        labels = pd.concat([labels[labels.status != LabelStatus.ESCALATED], resolved, escalated], ignore_index=True)
 
     abstain = per_agent.groupby("agent")["grade"].apply(lambda s: round(float(s.isna().mean()), 4)).to_dict()
     report = {
         "candidates": int(len(ctx.pairs)),
         "votes": int(len(votes)),
-        "accepted": int((labels.status == "accepted").sum()),
-        "human_resolved": int((labels.status == "human").sum()),
-        "escalated_open": int((labels.status == "escalated").sum()),
-        "rejected": int((labels.status == "rejected").sum()),
+        "accepted": int((labels.status == LabelStatus.ACCEPTED).sum()),
+        "human_resolved": int((labels.status == LabelStatus.HUMAN).sum()),
+        "escalated_open": int((labels.status == LabelStatus.ESCALATED).sum()),
+        "rejected": int((labels.status == LabelStatus.REJECTED).sum()),
         # escalated this round: still open, or resolved by the simulated reviewer (a reviewer's
         # imported grade for a re-mined pair decided it without an escalation)
-        "escalated_total": int((labels.status == "escalated").sum()
-                               + ((labels.status == "human") & (labels.why != REVIEWED)).sum()),
+        "escalated_total": int((labels.status == LabelStatus.ESCALATED).sum()
+                               + ((labels.status == LabelStatus.HUMAN) & (labels.why != REVIEWED)).sum()),
         "level1_abstention": abstain,
         "aggregate": spec.agreement.aggregate,
         "ledger": ledger,
@@ -95,8 +93,8 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
         "tokens": int(sum(e["tokens"] for e in ledger.values())),
         "cached_votes": int(votes.cached.sum()),
         "agent_seconds": {k: e["seconds"] for k, e in ledger.items()},
-        "mean_agreement_accepted": round(float(labels.loc[labels.status == "accepted", "agreement"].mean()), 4)
-        if (labels.status == "accepted").any() else None,
+        "mean_agreement_accepted": round(float(labels.loc[labels.status == LabelStatus.ACCEPTED, "agreement"].mean()), 4)
+        if (labels.status == LabelStatus.ACCEPTED).any() else None,
         "grade_distribution": {int(k): int(v) for k, v in labels["grade"].dropna().astype(int).value_counts().items()},
     }
     # shares of the round's candidates: passed both levels / went to people
@@ -105,7 +103,19 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
     report["escalation_rate"] = round(report["escalated_total"] / n, 4) if n else None
     if spec.agreement.aggregate == "weighted" and len(machine):
         report["reliability"] = reliabilities(machine, spec.agreement, audits)
-    return votes, labels, labels[labels.status == "escalated"].copy(), report
+    return votes, labels, labels[labels.status == LabelStatus.ESCALATED].copy(), report
+
+
+def human_labels(graded, round_no: int, policy_hash: str):
+    """Label rows (status `human`) for pairs a reviewer graded: `graded` has query_id, doc_id,
+    grade. The one place a human label row is built."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "query_id": graded.query_id.to_numpy(), "doc_id": graded.doc_id.to_numpy(),
+        "grade": graded.grade.astype("Int8").to_numpy(), "agreement": 1.0, "status": LabelStatus.HUMAN.value,
+        "agents": [f"human={int(g)}" for g in graded.grade], "why": REVIEWED, "round": round_no,
+        "policy_hash": policy_hash})
 
 
 def agent_accuracy(votes, intra_min_share: float, truth) -> dict:

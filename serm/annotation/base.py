@@ -11,11 +11,12 @@ from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from serm import schema
 from serm.agents import Agent
 
 # tokens: prompt + completion tokens an API agent spent on the vote (0 for local agents);
 # cost: its price in the currency of the agent's `price_per_1k_tokens` (0 for local agents).
-VOTE_COLUMNS = ["query_id", "doc_id", "agent", "sample", "grade", "rationale", "latency_ms", "tokens", "cost"]
+VOTE_COLUMNS = list(schema.VOTE_COLUMNS)
 
 
 @dataclass

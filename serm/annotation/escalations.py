@@ -31,23 +31,23 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serm import schema
 from serm.data import without_pairs
 from serm.errors import DataError
 
-QUEUE_COLUMNS = ["query_id", "doc_id", "locale", "round", "query", "doc_title", "doc_text", "why", "agents",
-                 "escalated_at"]
-RESOLVED_COLUMNS = ["query_id", "doc_id", "grade", "reviewer", "source", "resolved_at", "trained_round"]
+QUEUE_COLUMNS = list(schema.ESCALATION_COLUMNS)
+RESOLVED_COLUMNS = list(schema.REVIEW_COLUMNS)
 FORMATS = ("csv", "labelstudio", "argilla")
 GRADE_HINTS = {0: "irrelevant: does not answer the query", 1: "related: on topic, does not answer",
                2: "partly answers the query", 3: "answers the query"}
 
 
 def queue_path(data: Path) -> Path:
-    return Path(data) / "escalations" / "queue.parquet"
+    return Path(data) / schema.ESCALATION_QUEUE_FILE
 
 
 def resolved_path(data: Path) -> Path:
-    return Path(data) / "escalations" / "resolved.parquet"
+    return Path(data) / schema.REVIEWS_FILE
 
 
 def read_queue(data: Path):
@@ -294,7 +294,7 @@ def apply_resolutions(data: Path, resolutions, source: str) -> dict:
     """Move resolved pairs from the queue to resolved.parquet (both under `data`)."""
     import pandas as pd
 
-    from serm.workspace import write_parquet
+    from serm.files import write_parquet
 
     queue, resolved = read_queue(data), read_resolved(data)
     new = resolutions.assign(source=source, resolved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from serm.agents import AgentParams
 from serm.annotation.base import AnnotationAgent, AnnotationContext, votes_frame
+from serm.schema import LabelStatus
 
 
 class HumanJudge(AnnotationAgent):
@@ -51,6 +52,6 @@ class SimulatedHuman:
         take["grade"] = [int(self.truth(q, d)) for q, d in zip(take.query_id, take.doc_id)]
         take["grade"] = take["grade"].astype("Int8")
         take["agreement"] = 1.0
-        take["status"] = "human"
+        take["status"] = LabelStatus.HUMAN.value
         take["why"] = "resolved by " + self.name
         return take, escalated.iloc[len(take):].copy()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from serm import schema
 from serm.errors import DataError
 
-JUDGMENT_COLUMNS = ["query_id", "query", "doc_id", "doc_title", "doc_text", "grade", "locale"]
+JUDGMENT_COLUMNS = list(schema.JUDGMENT_COLUMNS)
 
 
 def read_table(path: str | Path):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serm import schema
 from serm.errors import DataError
 
-EVENT_COLUMNS = ["event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s"]
+EVENT_COLUMNS = list(schema.EVENT_COLUMNS)
 TEXT_COLUMNS = ["event_id", "query_id", "query", "locale", "doc_id"]
 MAX_TEXT_CHARS = 2000
 MAX_POSITION = 10_000     # a rank beyond any results page; also keeps positions inside int32

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import time
 
+from serm import schema
 from serm.agents import build
 from serm.data import without_pairs
 from serm.mining.base import MiningContext
 
-CANDIDATE_COLUMNS = ["query_id", "doc_id", "round", "agents", "reasons", "agent_scores", "priority"]
+CANDIDATE_COLUMNS = list(schema.CANDIDATE_COLUMNS)
 TOP_REASONS = 10
 
 

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from serm import schema
 from serm.errors import DataError
 
 GRADES = 4
@@ -80,11 +81,11 @@ class RelevanceModel:
         self.model.config.label2id = {f"grade_{i}": i for i in range(GRADES)}
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        (out_dir / "serm_model.json").write_text(json.dumps(self.spec.model_dump(mode="json"), indent=2))
+        (out_dir / schema.MODEL_SPEC).write_text(json.dumps(self.spec.model_dump(mode="json"), indent=2))
         if metrics is not None:
-            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            (out_dir / schema.MODEL_METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if lineage is not None:
-            (out_dir / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
+            (out_dir / schema.MODEL_LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
         return out_dir
 
     # ------------------------------------------------------------------ scoring

@@ -17,6 +17,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serm import schema
 from serm.errors import DataError
 
 
@@ -75,7 +76,7 @@ def fit(judgments, source, model_spec, training_spec, out_dir: str | Path, *, se
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not overwrite:
             raise DataError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-        if not (out_dir / "config.json").is_file():
+        if not (out_dir / schema.MODEL_CONFIG).is_file():
             raise DataError(f"{out_dir} is not a saved model directory (no config.json); "
                             f"refusing to overwrite it, choose another --out")
     used = sample_queries(judgments, max_pairs, seed)

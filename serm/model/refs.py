@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from serm import schema
 from serm.errors import DataError
 
 _VERSION = re.compile(r"^v?(\d+)$")
@@ -37,7 +38,7 @@ class ModelSource:
 
         from serm.policy import ModelSpec
 
-        saved = Path(self.path) / "serm_model.json"
+        saved = Path(self.path) / schema.MODEL_SPEC
         if not saved.is_file():
             return default
         try:
@@ -68,7 +69,7 @@ def model_source(ref: str, workspace: str | Path = "."):
     path = Path(ref).expanduser()
     if not path.is_dir():
         raise DataError(f"model {ref!r}: no such directory; pass {HELP}")
-    if not (path / "config.json").is_file():
+    if not (path / schema.MODEL_CONFIG).is_file():
         raise DataError(f"model {ref!r}: {path} has no config.json, so it is not a saved model directory; pass {HELP}")
     yield ModelSource(ref, str(path.resolve()))
 
@@ -102,13 +103,13 @@ def _version_dir(version: int, workspace: str | Path):
                 fs.close()
         except Exception as exc:  # git/DVC say why (missing tag, cache and remote both lack it)
             raise DataError(f"cannot restore model v{version} from tag {tag!r} in {ws.root}: {exc}") from None
-        if not (out / "config.json").is_file():
+        if not (out / schema.MODEL_CONFIG).is_file():
             raise DataError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
         yield out, version
 
 
 def _lineage_version(model_dir: Path):
     try:
-        return json.loads((model_dir / "lineage.json").read_text()).get("version")
+        return json.loads((model_dir / schema.MODEL_LINEAGE).read_text()).get("version")
     except (OSError, ValueError):
         return None

@@ -1,0 +1,165 @@
+"""Readers of a workspace's committed history: labels so far, what production was trained on,
+earlier model versions, human audits. The round runner gathers a stage's inputs with these and
+hands them to the pure stage functions in `serm.stages`; nothing here writes.
+
+Each reader is bounded by what it needs: the committed rounds up to production's round, the
+label files, the round folders' own artifacts (named in `serm.schema`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serm import schema
+
+
+def _read(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def layout(ws) -> schema.WorkspaceLayout:
+    return schema.WorkspaceLayout(ws.root)
+
+
+def all_labels(ws):
+    """Every trainable label committed so far (accepted + human-resolved), oldest round first."""
+    import pandas as pd
+
+    files = layout(ws).label_files()
+    if not files:
+        return pd.DataFrame(columns=["query_id", "doc_id", "grade", "round"])
+    return pd.concat([_read(f) for f in files], ignore_index=True)
+
+
+def labelled_pairs(ws) -> set:
+    labels = all_labels(ws)
+    return set(zip(labels["query_id"], labels["doc_id"]))
+
+
+def seed_set(ws):
+    return _read(layout(ws).seed_train)
+
+
+def test_sets(ws):
+    return _read(layout(ws).tests)
+
+
+def grade_history(ws):
+    """Every grade trained on so far (seed set + committed labels): the label checks' reference
+    distribution."""
+    import pandas as pd
+
+    return pd.concat([seed_set(ws)["grade"], all_labels(ws)["grade"]], ignore_index=True).dropna().astype(int)
+
+
+def reference_frame(ws):
+    """The drift reference: per-query frames of what the production model was trained on, the
+    seed stream plus every committed batch up to production's round."""
+    import pandas as pd
+
+    lay = layout(ws)
+    prod_round = ws.state().get("production_round", 0)
+    frames = [_read(lay.seed_query_frame)]
+    for r in range(1, prod_round + 1):
+        f = lay.round(r).kept(schema.QUERY_FRAME)
+        if f.exists():
+            frames.append(_read(f))
+    return pd.concat(frames, ignore_index=True)
+
+
+def training_queries(ws) -> list[str]:
+    """Queries the production model was trained on: the seed set's and those of labels from
+    rounds up to production's round (text from each round's mined candidates)."""
+    lay = layout(ws)
+    prod_round = ws.state().get("production_round", 0)
+    queries = set(seed_set(ws)["query"])
+    labels = all_labels(ws)
+    for r in sorted({int(r) for r in labels["round"]} if len(labels) else ()):
+        f = lay.round(r).kept(schema.CANDIDATES)
+        if r <= prod_round and f.exists():
+            cands = _read(f)[["query_id", "query"]]
+            queries.update(cands.loc[cands.query_id.isin(set(labels.loc[labels["round"] == r, "query_id"])), "query"])
+    return sorted(queries)
+
+
+def load_model(path: Path, policy):
+    from serm.model.cross_encoder import RelevanceModel
+
+    return RelevanceModel.load(path, policy.model, device=policy.training.device)
+
+
+def version_model_dir(ws, version: int, tag: str) -> Path:
+    """An earlier version's model directory, restored once from DVC (the tag's `data/model`)
+    into `.serm/models/vN` (derived state, outside versions)."""
+    import shutil
+
+    from dvc.api import DVCFileSystem
+
+    out = ws.dot / "models" / f"v{version}"
+    if not (out / schema.MODEL_CONFIG).exists():
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        fs = DVCFileSystem(str(ws.root), rev=tag)
+        try:
+            fs.get("data/model", str(tmp), recursive=True)
+        finally:
+            fs.close()
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+def model_versions(ws, policy):
+    """Every recorded model version, loadable on demand; production from `data/model`."""
+    from serm.mining.base import ModelVersions
+
+    production = ws.state()["production"]
+    loaders = {production: lambda: load_model(ws.model_dir, policy)}
+    for entry in ws.versions()["versions"]:
+        v, tag = entry["version"], entry.get("tag")
+        if v != production and tag:
+            loaders[v] = lambda v=v, tag=tag: load_model(version_model_dir(ws, v, tag), policy)
+    return ModelVersions(production=production, loaders=loaders)
+
+
+def model_loader(ws, policy):
+    """`ref -> RelevanceModel` for agents that grade with a model (the teacher): a workspace
+    version (`v3`), or a model directory (relative paths from the workspace). Each model is
+    loaded once."""
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.refs import model_source
+
+    loaded: dict = {}
+
+    def load(ref: str):
+        if ref not in loaded:
+            where = ws.root / ref
+            with model_source(str(where) if where.is_dir() else ref, ws.root) as src:
+                loaded[ref] = RelevanceModel.load(src.path, src.spec(policy.model), device=policy.training.device)
+        return loaded[ref]
+
+    return load
+
+
+def audit_frame(ws, intra_min_share: float):
+    """Every earlier level-1 grade of a pair a human graded: agent, grade, human_grade. The
+    `weighted` vote's `human_audit` reliabilities are measured on it."""
+    import pandas as pd
+
+    from serm.annotation.agreement import level1
+
+    frames = []
+    for rl in layout(ws).round_folders():
+        vf, lf = rl.kept(schema.VOTES), rl.kept(schema.LABELS)
+        if not (vf.exists() and lf.exists()):
+            continue
+        labels = _read(lf)
+        humans = labels.loc[labels.status == schema.LabelStatus.HUMAN, ["query_id", "doc_id", "grade"]].rename(
+            columns={"grade": "human_grade"})
+        if len(humans):
+            l1 = level1(_read(vf), intra_min_share)
+            frames.append(l1[l1.agent != "human"].merge(humans, on=["query_id", "doc_id"])[["agent", "grade", "human_grade"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["agent", "grade", "human_grade"])

@@ -1,0 +1,384 @@
+"""The evolution policy's schema: pydantic models for every section of the YAML, the drift
+detectors' vocabulary (their types, columns and default thresholds) and policy durations.
+
+Every model forbids unknown fields, is frozen and refuses .inf/.nan. Agents are chosen by name
+through the registries in `serm.mining` and `serm.annotation`; an agent's parameters are
+validated by its own `Params` model and an unknown name or parameter lists the valid ones.
+`serm.policy` loads a YAML file into `Policy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from serm.policy_errors import HINTS, error_rows, field_path, join_path, raise_rows, show
+
+
+class _Strict(BaseModel):
+    # .inf/.nan pass `ge=0` checks and then break the stage that multiplies by them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- data
+class CandidateSpec(_Strict):
+    hard_negatives: int = Field(3, ge=0, le=50)
+    random_negatives: int = Field(4, ge=0, le=200)
+
+
+class ClickSpec(_Strict):
+    sessions_per_query: int = Field(2, ge=1, le=100)
+    examination_decay: float = Field(1.0, ge=0.0, le=5.0)
+    attractiveness: tuple[float, float, float, float] = (0.03, 0.15, 0.45, 0.85)
+
+    @field_validator("attractiveness")
+    @classmethod
+    def _probabilities(cls, v):
+        if any(not 0.0 <= p <= 1.0 for p in v):
+            raise ValueError("each attractiveness must be a probability in [0, 1]")
+        return v
+
+
+class DataSpec(_Strict):
+    source: Literal["xquad"] = "xquad"
+    seed_locale: str = "en"
+    stream_locales: list[str] = Field(default_factory=lambda: ["es", "de", "tr"], min_length=1)
+    queries_per_batch: int = Field(200, ge=1)
+    seed_queries: int = Field(200, ge=10)
+    test_queries: int = Field(80, ge=5)
+    candidates: CandidateSpec = Field(default_factory=CandidateSpec)
+    clicks: ClickSpec = Field(default_factory=ClickSpec)
+
+    @model_validator(mode="after")
+    def _locales(self):
+        from serm.data.xquad import LOCALES
+
+        for loc in [self.seed_locale, *self.stream_locales]:
+            if loc not in LOCALES:
+                raise ValueError(f"unknown locale {loc!r}; XQuAD has {', '.join(LOCALES)}")
+        if self.seed_locale in self.stream_locales:
+            raise ValueError(f"seed_locale {self.seed_locale!r} must not also be a stream locale")
+        return self
+
+
+# --------------------------------------------------------------------------- drift
+# The drift detectors a policy may declare: their per-query columns (`monitoring.drift` builds
+# one Evidently metric per column) and the thresholds that differ from DetectorSpec's 0.1.
+DetectorType = Literal["query_descriptors", "locale_mix", "score", "engagement", "embedding"]
+DETECTOR_TYPES: tuple[str, ...] = get_args(DetectorType)
+DETECTOR_COLUMNS = {
+    "query_descriptors": ["query_chars", "query_tokens", "unseen_token_share", "non_ascii_share"],
+    "locale_mix": ["locale"],
+    "score": ["score"],
+    "engagement": ["ctr", "mean_click_position"],
+    "embedding": ["query"],
+}
+DEFAULT_THRESHOLDS = {"embedding": 0.05}   # a p-value: the embedding detector's test alpha
+
+
+class DetectorSpec(_Strict):
+    type: DetectorType
+    columns: list[str] | None = None
+    # Per-type default (DEFAULT_THRESHOLDS): 0.1, but a p-value of 0.05 for `embedding`.
+    threshold: float = Field(0.1, gt=0.0, le=1.0)
+    share_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    embedder: Literal["auto", "use-m3", "minilm"] = Field(
+        "auto", description="embedding only: use-m3 (multilingual), minilm (English), auto = use-m3 if installed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_defaults(cls, data):
+        # `type` may be anything a user wrote (a list, a mapping): only a name can have a default.
+        if isinstance(data, dict) and "threshold" not in data and isinstance(data.get("type"), str) \
+                and data["type"] in DEFAULT_THRESHOLDS:
+            data = {**data, "threshold": DEFAULT_THRESHOLDS[data["type"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _columns(self):
+        valid = DETECTOR_COLUMNS[self.type]
+        for col in self.columns or []:
+            if col not in valid:
+                raise ValueError(f"unknown column {col!r} for {self.type}; valid: {', '.join(valid)}")
+        return self
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_duration(value):
+    """Seconds from a number or '90s', '30m', '6h', '1d', '1w'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    m = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise PydanticCustomError("duration", "not a duration: use 90s, 30m, 6h, 1d or 1w, or a number of seconds")
+    return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+
+
+def duration(seconds: float) -> str:
+    """A policy duration as people write it: 90 -> '1m30s', 86400 -> '1d', 0 -> '0s'."""
+    seconds = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts[:2])
+
+
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0.0)]
+
+
+class TriggerSpec(_Strict):
+    mode: Literal["any", "all"] = "any"
+    min_new_pairs: int = Field(500, ge=0)
+    cooldown: Duration = Field(0.0, description="evolve at most once per this long (e.g. 6h); 0 = no cooldown")
+    max_rounds_per_period: int | None = Field(None, ge=1, description="at most this many evolution rounds per period")
+    period: Duration = Field(86400.0, gt=0.0, description="the window of max_rounds_per_period (e.g. 1d)")
+    force: bool = False
+
+
+class DriftSpec(_Strict):
+    detectors: list[DetectorSpec] = Field(
+        default_factory=lambda: [DetectorSpec(type="query_descriptors")], min_length=1
+    )
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+
+
+# --------------------------------------------------------------------------- agents
+class AgentSpec(BaseModel):
+    """`{name: ..., **params}`; params are validated by the named agent's own model."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _non_finite(value, loc: tuple = ()):
+    """Paths of the .inf/.nan floats inside a validated params dump."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield loc, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, (*loc, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, (*loc, i))
+
+
+def _validate_agents(agents: list[AgentSpec], registry: dict, kind: str) -> list[AgentSpec]:
+    rows = []
+    seen = set()
+    for i, spec in enumerate(agents):
+        if spec.name not in registry:
+            rows.append((f"[{i}].name", f"unknown {kind} agent {show(spec.name)}; valid: {', '.join(sorted(registry))}",
+                         "use one of the valid names"))
+            continue
+        model = spec.params().get("model") if spec.name == "llm_judge" else None
+        key = (spec.name, model if isinstance(model, str) else repr(model))
+        if key in seen:
+            rows.append((f"[{i}].name", f"{kind} agent {spec.name!r} is listed twice", "remove one of the entries"))
+        seen.add(key)
+        params_model = registry[spec.name].Params
+        try:
+            params = params_model.model_validate(spec.params())
+        except ValidationError as exc:
+            unknown = {field_path(tuple(e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"}
+            for field, msg, hint in error_rows(exc):
+                if field in unknown:   # the value is not echoed: it may be a secret pasted by mistake
+                    msg = f"unknown parameter {field!r}; valid for {spec.name}: {', '.join(params_model.model_fields)}"
+                rows.append((join_path(f"[{i}]", field), msg, hint))
+            continue
+        for loc, value in _non_finite(params.model_dump()):
+            rows.append((f"[{i}].{field_path(loc)}", f"must be a finite number (got {value})", HINTS["finite_number"]))
+    if rows:
+        raise_rows(rows)
+    return agents
+
+
+class CombineSpec(_Strict):
+    method: Literal["union", "vote"] = "union"
+    min_votes: float = Field(1, gt=0.0, description="vote: weighted count of agents a pair needs")
+    weights: dict[str, float] = Field(default_factory=dict, description="agent -> vote weight (default 1)")
+    per_agent_quota: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict, description="agent -> share of the budget reserved for its picks")
+    per_locale_min: int = Field(0, ge=0)
+    contrast_per_query: int = Field(0, ge=0, le=10, description="lowest-scored candidates of each picked query "
+                                    "added for contrast (they share the budget)")
+
+
+class PrefilterSpec(_Strict):
+    agents: list[str] = Field(min_length=1, description="model-free agents whose flags choose the pairs the model scores")
+    explore_share: float = Field(0.05, ge=0.0, le=1.0, description="share of the unflagged pairs scored too, "
+                                 "so model-based agents see more than the flagged pairs")
+
+
+class MiningSpec(_Strict):
+    budget: int = Field(160, ge=1)
+    max_per_query: int = Field(2, ge=1)
+    agents: list[AgentSpec] = Field(min_length=1)
+    prefilter: PrefilterSpec | None = None
+    combine: CombineSpec = Field(default_factory=CombineSpec)
+
+    @field_validator("agents")
+    @classmethod
+    def _known(cls, v):
+        from serm.mining import REGISTRY
+
+        return _validate_agents(v, REGISTRY, "mining")
+
+    @model_validator(mode="after")
+    def _agent_names(self):
+        from serm.mining import REGISTRY
+
+        listed = [a.name for a in self.agents]
+        errors = []
+        for field, names in (("combine.per_agent_quota", self.combine.per_agent_quota),
+                             ("combine.weights", self.combine.weights),
+                             ("prefilter.agents", self.prefilter.agents if self.prefilter else [])):
+            for name in names:
+                if name not in listed:
+                    errors.append(f"{field}: {name!r} is not a listed mining agent; listed: {', '.join(listed)}")
+        cheap = sorted(n for n in REGISTRY if not REGISTRY[n].needs_model)
+        for name in self.prefilter.agents if self.prefilter else []:
+            if name in REGISTRY and REGISTRY[name].needs_model:
+                errors.append(f"prefilter.agents: {name!r} needs the model's scores, so it cannot choose what "
+                              f"to score; model-free agents: {', '.join(cheap)}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
+class AgreementSpec(_Strict):
+    intra_min_share: float = Field(0.66, gt=0.0, le=1.0, description="2 of 3 samples = 0.667")
+    inter_min_agents: int = Field(2, ge=1)
+    inter_max_spread: int = Field(1, ge=0, le=3)
+    inter_min_agreement: float = Field(0.0, ge=0.0, le=1.0, description="the aggregated label's agreement "
+                                       "(vote share or posterior) at least; with binary grades the spread gate is all or nothing")
+    aggregate: Literal["majority", "dawid_skene", "weighted"] = Field(
+        "majority", description="majority vote, Dawid-Skene posterior, or a reliability-weighted vote")
+    reliability: Literal["dawid_skene", "human_audit"] = Field(
+        "dawid_skene", description="weighted: agent accuracies from Dawid-Skene or from audited human labels")
+
+
+class HumanSpec(_Strict):
+    budget: int = Field(40, ge=0)
+
+
+class AnnotationSpec(_Strict):
+    agents: list[AgentSpec] = Field(min_length=1)
+    agreement: AgreementSpec = Field(default_factory=AgreementSpec)
+    on_disagreement: Literal["escalate", "drop"] = "escalate"
+    human: HumanSpec = Field(default_factory=HumanSpec)
+    cache: bool = Field(True, description="reuse votes of the same agent configuration on the same pair")
+
+    @field_validator("agents")
+    @classmethod
+    def _known(cls, v):
+        from serm.annotation import REGISTRY
+
+        return _validate_agents(v, REGISTRY, "annotation")
+
+    @model_validator(mode="after")
+    def _enough_agents(self):
+        # The `human` agent decides the pairs a reviewer graded and takes no part in agreement.
+        voters = [a for a in self.agents if a.name != "human"]
+        if self.agreement.inter_min_agents > len(voters):
+            raise ValueError(
+                f"agreement.inter_min_agents={self.agreement.inter_min_agents} but only "
+                f"{len(voters)} agent(s) besides `human` are listed; add agents or lower inter_min_agents"
+            )
+        return self
+
+
+class ChecksSpec(_Strict):
+    min_agreement: float = Field(0.5, ge=0.0, le=1.0, description="mean agreement of accepted labels at least")
+    max_escalated_share: float = Field(0.8, ge=0.0, le=1.0)
+    max_grade_kl: float = Field(1.0, gt=0.0, description="KL divergence of the round's grade distribution from "
+                                "the labels so far (seed included) at most")
+    min_history_labels: int = Field(50, ge=1, description="compare grade distributions only with this many labels so far")
+    max_abstention: float = Field(0.95, ge=0.0, le=1.0, description="level-1 abstention rate of any agent at most")
+    max_abstention_per_agent: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict, description="agent -> its own abstention bound (e.g. click_evidence, human)")
+
+
+# --------------------------------------------------------------------------- model
+class ModelSpec(_Strict):
+    base_model: str = "builtin:minilm-l6"
+    max_length: int = Field(128, ge=16, le=512)
+    passage: Literal["head", "best_window"] = "best_window"
+    window_words: int = Field(64, ge=8, le=512)
+    batch_size: int = Field(32, ge=1, le=4096)
+    compile: bool = Field(False, description="score through torch.compile (the HF forward, dynamic shapes): "
+                          "pays off on a GPU over large batches; compiling costs tens of seconds once")
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(2, ge=1, le=100)
+    lr: float = Field(4e-5, gt=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1, le=1024)
+    grad_accumulation: int = Field(1, ge=1, le=64)
+    replay_ratio: float = Field(3.0, ge=0.0)
+    validation_share: float = Field(0.1, ge=0.0, lt=0.5)
+    class_weighting: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed_epochs: int = Field(3, ge=1, le=100)
+
+
+class EvaluationSpec(_Strict):
+    k: list[int] = Field(default_factory=lambda: [4, 10], min_length=1)
+
+    @field_validator("k")
+    @classmethod
+    def _positive(cls, v):
+        if any(k < 1 for k in v):
+            raise ValueError("every k must be >= 1")
+        return v
+
+
+class PromotionSpec(_Strict):
+    metric: Literal["ndcg@4", "ndcg@10", "accuracy"] = "ndcg@4"
+    min_gain: float = Field(0.002, ge=-1.0, le=1.0)
+    max_static_regression: float = Field(0.01, ge=0.0, le=1.0)
+
+
+class VersioningSpec(_Strict):
+    remote: str = ".dvc-remote"
+    tag: str = "serm-model@v{n}"
+
+    @field_validator("tag")
+    @classmethod
+    def _has_n(cls, v):
+        if "{n}" not in v:
+            raise ValueError("tag must contain '{n}' (the version number)")
+        return v
+
+
+class Policy(_Strict):
+    name: str
+    seed: int = Field(13, ge=0, le=2**31 - 1, description="numpy and torch need 0 <= seed + round < 2**32")
+    data: DataSpec = Field(default_factory=DataSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    mining: MiningSpec
+    annotation: AnnotationSpec
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    versioning: VersioningSpec = Field(default_factory=VersioningSpec)
+
+    def hash(self) -> str:
+        """Stable short hash of the validated policy (recorded on every label and model)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,143 @@
+"""The round's contracts: the promotion decision (every branch), the trigger decision, the typed
+manifest written by the runner, and one real round with the promotion gate closed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serm import schema, stages
+from serm.policy import PromotionSpec
+from serm.round import RoundRunner, trigger_decision
+from serm.schema import Metrics, RoundManifest, RoundMetrics
+
+from .reliability_workspaces import git, initialised_copy, policies, write_policy
+
+
+def _metrics(cand_evolving, prod_evolving, cand_static, prod_static) -> RoundMetrics:
+    return RoundMetrics(Metrics({"static": {"ndcg@4": cand_static, "locale": "en"},
+                                 "evolving": {"ndcg@4": cand_evolving, "locale": "es"}}),
+                        Metrics({"static": {"ndcg@4": prod_static, "locale": "en"},
+                                 "evolving": {"ndcg@4": prod_evolving, "locale": "es"}}))
+
+
+GATE = PromotionSpec(metric="ndcg@4", min_gain=0.01, max_static_regression=0.02)
+
+
+def test_decide_promotes_a_gain_that_keeps_the_static_test():
+    d = stages.decide(_metrics(0.70, 0.65, 0.80, 0.81), GATE)
+    assert d.promote is True
+    assert d.reason == "evolving ndcg@4 +0.0500 (>= 0.01), static change -0.0100"
+
+
+def test_decide_refuses_a_gain_below_min_gain():
+    d = stages.decide(_metrics(0.655, 0.65, 0.90, 0.80), GATE)
+    assert d.promote is False
+    assert d.reason == "evolving ndcg@4 gain +0.0050 < min_gain 0.01"
+
+
+def test_decide_refuses_a_static_regression_beyond_the_limit():
+    d = stages.decide(_metrics(0.80, 0.65, 0.75, 0.80), GATE)
+    assert d.promote is False
+    assert d.reason == "static ndcg@4 fell 0.0500 > max_static_regression 0.02"
+
+
+def test_decide_reads_the_policy_metric():
+    """The gate reads the metric the policy names, not the primary one of the Metrics objects."""
+    m = RoundMetrics(Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9}, "evolving": {"ndcg@4": 0.9, "accuracy": 0.5}}),
+                     Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9}, "evolving": {"ndcg@4": 0.1, "accuracy": 0.6}}))
+    d = stages.decide(m, PromotionSpec(metric="accuracy", min_gain=0.0, max_static_regression=0.0))
+    assert (d.promote, d.reason) == (False, "evolving accuracy gain -0.1000 < min_gain 0.0")
+
+
+def test_round_metrics_round_trip_the_metrics_file_format():
+    raw = {"candidate": {"static": {"ndcg@4": 0.7, "accuracy": 0.8, "locale": "en"}, "evolving": {"ndcg@4": 0.6}},
+           "production": {"static": {"ndcg@4": 0.6}, "evolving": {"ndcg@4": 0.5, "locale": "es"}}}
+    rm = RoundMetrics.from_dict(raw)
+    assert rm.to_dict() == raw
+    assert rm.candidate.primary("static") == 0.7 and rm.production.locale("evolving") == "es"
+    assert rm.candidate.get("evolving", "accuracy") is None
+
+
+def test_trigger_decision_records_a_forced_round():
+    fired = {"trigger": True, "reason": "drift: locale_mix"}
+    quiet = {"trigger": False, "reason": "no detector drifted"}
+    assert trigger_decision(fired, force=False) == {"run_pipeline": True, "forced_by_cli": False,
+                                                    "reason": "drift: locale_mix"}
+    assert trigger_decision(quiet, force=False) == {"run_pipeline": False, "forced_by_cli": False,
+                                                    "reason": "no detector drifted"}
+    assert trigger_decision(quiet, force=True) == {"run_pipeline": True, "forced_by_cli": True,
+                                                   "reason": "forced; the trigger said: no detector drifted"}
+    assert trigger_decision(fired, force=True)["forced_by_cli"] is False
+
+
+def test_label_status_and_the_one_trainable_rule():
+    import pandas as pd
+
+    labels = pd.DataFrame({"query_id": list("abcd"), "doc_id": list("wxyz"),
+                           "status": [s.value for s in schema.LabelStatus]})
+    assert schema.LabelStatus.ACCEPTED == "accepted" and str(schema.LabelStatus.HUMAN) == "human"
+    assert list(schema.trainable(labels).status) == ["accepted", "human"]
+
+
+class _Policy:
+    def hash(self):
+        return "p1"
+
+
+def test_the_runner_writes_the_manifest_it_resumes_from(tmp_path):
+    """Stage status, results, failures and round fields go through the runner's writers and
+    read back through the typed manifest; a done stage is not run again."""
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(tmp_path)
+    lines: list[str] = []
+    r = RoundRunner(ws, _Policy(), 3, log=lines.append)
+    calls = []
+    assert r.run("ingest", lambda: calls.append(1) or {"batch": 4, "locale": "de"}) == {"batch": 4, "locale": "de"}
+    assert r.run("ingest", lambda: calls.append(2) or {}) == {"batch": 4, "locale": "de"}
+    assert calls == [1] and "[ingest] already done in this round, reusing its outputs" in lines
+    with pytest.raises(ValueError, match="boom"):
+        r.run("drift", lambda: (_ for _ in ()).throw(ValueError("boom")))
+    r.record(batch=4, decision={"run_pipeline": True})
+    man = RoundManifest.load(r.layout.manifest)
+    assert man.round == 3 and man.batch == 4 and man.locale == "de" and man.decision == {"run_pipeline": True}
+    assert man.done("ingest") and not man.done("drift")
+    assert man.entry("drift").status == "failed" and man.entry("drift").error == "boom"
+    raw = json.loads(r.layout.manifest.read_text())
+    assert raw["stages"]["ingest"]["result"] == {"batch": 4, "locale": "de"}
+    assert set(raw["stages"]["ingest"]) == {"status", "at", "seconds", "result"}
+    assert RoundManifest.from_dict(raw).to_dict() == raw   # nothing lost in the round trip
+    assert r.begin(4, "policy.yaml", "abc") is True        # resumed: stages are recorded
+    assert RoundRunner(ws, _Policy(), 3).manifest.base == "abc"
+
+
+def test_a_round_with_the_gate_closed_keeps_production(tmp_path_factory):
+    """A real round (in this process, no kfp) whose candidate cannot pass `min_gain`: production
+    is unchanged byte for byte, the round is committed as kept, its labels are kept for later."""
+    from serm.evolve import evolve
+    from serm.versioning import tree_checksum
+    from serm.workspace import Workspace
+
+    ws = initialised_copy(tmp_path_factory, "gate-closed")
+    policies(tmp_path_factory)
+    closed = write_policy(tmp_path_factory.mktemp("gate") / "closed.yaml",
+                          promotion={"metric": "ndcg@4", "min_gain": 1.0, "max_static_regression": 1.0})
+    w = Workspace.at(ws)
+    model_before = tree_checksum(w.model_dir)
+    lines: list[str] = []
+    evolve(ws, closed, log=lines.append)
+    text = "\n".join(lines)
+    assert "running mine → annotate → check → train → evaluate → promote in this process" in text
+    assert "[promote] keep production: evolving ndcg@4 gain" in text and "< min_gain 1.0" in text
+    assert w.state()["production"] == 0 and w.state()["rounds_done"] == 1
+    assert tree_checksum(w.model_dir) == model_before
+    man = RoundManifest.load(w.layout.round(1).committed_manifest)
+    assert man.promoted is False and man.tag is None and "min_gain 1.0" in man.reason
+    assert man.done("train") and man.done("evaluate") and man.result("promote")["promote"] is False
+    assert git(ws, "log", "-1", "--format=%s").startswith("serm: round 1 kept v0 (evolving ndcg@4 gain")
+    assert "serm-model@v1" not in git(ws, "tag")
+    assert [v["version"] for v in w.versions()["versions"]] == [0]
+    assert w.layout.round_labels(1).exists(), "the round's labels are kept for the next round"
+    assert not w.layout.round(1).staging.exists()
