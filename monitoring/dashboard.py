@@ -31,6 +31,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serm.files import atomic_write_text
+
 INDEX = "serm-index.json"
 SCHEMA = 1  # bump when the rows change shape: every summary snapshot is then rebuilt
 TAGS = {"round": "serm-round", "version": "serm-version", "state": "serm-state"}
@@ -59,9 +61,7 @@ def _locked_index(path: Path):
         index = json.loads(f.read_text()) if f.exists() else {}
         index.setdefault("snapshots", {})
         yield index
-        tmp = f.with_name(f".{INDEX}.tmp")
-        tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-        tmp.replace(f)
+        atomic_write_text(f, json.dumps(index, indent=2, sort_keys=True))
 
 
 def _project(ews, index: dict, name: str, description: str | None = None):

@@ -42,22 +42,19 @@ __all__ = [
 ]
 
 
-def batch_drift(ws, policy, current, new_pairs: int, out_dir: Path, evidently_workspace: Path | None = None,
-                batch_name: str = "", metadata: dict | None = None, now: datetime | None = None):
-    """Drift of one batch (`current`: the per-query frame of `serm.stages.query_frame`)
-    against what the production model of workspace `ws` was trained on, and the trigger
-    decision. Returns (DriftResult, the dict a round records as its drift stage result)."""
-    from monitoring.dashboard import project_name
-    from serm.history import reference_frame
-
+def batch_drift(reference, history: list[dict], policy, current, new_pairs: int, out_dir: Path,
+                evidently_workspace: Path | None = None, batch_name: str = "", metadata: dict | None = None,
+                now: datetime | None = None, project: str = PROJECT):
+    """Drift of one batch (`current`: the per-query frame of `serm.stages.query_frame`) against
+    `reference` (the frames production was trained on: `serm.history.reference_frame`), and the
+    trigger decision over the committed rounds' `history` (`serm.history.round_history`).
+    Returns (DriftResult, the dict a round records as its drift stage result)."""
     now = now or datetime.now(timezone.utc)
-    ref = reference_frame(ws)
-    vocab = vocabulary(ref["query"].tolist())
-    ref = query_frame(ref, vocab, leave_one_out=True)
+    vocab = vocabulary(reference["query"].tolist())
+    ref = query_frame(reference, vocab, leave_one_out=True)
     cur = query_frame(current, vocab)
     result = run_drift(ref, cur, policy.drift, out_dir, evidently_workspace=evidently_workspace,
-                       batch_name=batch_name, project=project_name(ws), metadata=metadata)
-    history = round_history(ws)
+                       batch_name=batch_name, project=project, metadata=metadata)
     trigger, reason = decide_trigger(result, policy.drift.trigger, new_pairs, history, now)
     record = {"trigger": trigger, "reason": reason, "new_pairs": int(new_pairs),
               "trigger_policy": policy.drift.trigger.model_dump(mode="json"),

@@ -38,7 +38,9 @@ def current_batch(ws, policy, log=print):
 
 def preview(ws, policy, log=print):
     """Drift verdicts and trigger decision for `current_batch`. Returns (DriftResult, record, info)."""
+    from monitoring.dashboard import project_name
     from monitoring.drift import batch_drift
+    from serm import history
     from serm.errors import WorkspaceError
 
     if not ws.initialised():
@@ -46,8 +48,9 @@ def preview(ws, policy, log=print):
                              "run `serm init` or `serm evolve` there first")
     frame, info = current_batch(ws, policy, log)
     out = Path(ws.dot) / "drift-preview" / f"r{info['round']:04d}"
-    result, record = batch_drift(ws, policy, frame, info["pairs"], out, evidently_workspace=None,
-                                 batch_name=f"preview of round {info['round']}")
+    result, record = batch_drift(history.reference_frame(ws), history.round_history(ws), policy, frame,
+                                 info["pairs"], out, evidently_workspace=None,
+                                 batch_name=f"preview of round {info['round']}", project=project_name(ws))
     return result, record, info
 
 

@@ -3,8 +3,8 @@
 `force` runs the round; else too few new pairs stop it; else the drift detectors decide
 (`mode: any | all`); a round the detectors want still waits while the last evolution round is
 within `cooldown`, or while `max_rounds_per_period` evolution rounds already finished within
-`period` (an evolution round = one that ran the pipeline; `round_history` lists the committed
-rounds).
+`period` (an evolution round = one that ran the pipeline; `serm.history.round_history` lists
+the committed rounds).
 """
 
 from __future__ import annotations
@@ -13,21 +13,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from serm.policy_schema import duration
-from serm.schema import RoundManifest, WorkspaceLayout
+from serm.history import round_history  # noqa: F401 (re-exported: the trigger's input)
 
 if TYPE_CHECKING:
     from monitoring.drift_report import DriftResult
-
-
-def round_history(ws) -> list[dict]:
-    """Committed rounds of workspace `ws`, oldest first: {round, finished (ISO time or None),
-    evolved (the pipeline ran: mining onward), promoted}, from their committed manifests."""
-    out = []
-    for rl in WorkspaceLayout(ws.root).committed_rounds():
-        man = RoundManifest.load(rl.committed_manifest)
-        out.append({"round": man.round, "finished": man.finished or man.entry("promote").at,
-                    "evolved": man.evolved, "promoted": bool(man.promoted)})
-    return out
 
 
 def _when(iso: str) -> datetime:

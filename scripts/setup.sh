@@ -55,7 +55,7 @@ need_redis() {
     || { echo "[setup] apt-get could not install redis-server; install it by hand" >&2; exit 1; }
 }
 
-# The dashboard browser test (tests/test_ui.py) renders the Evidently UI in headless Chromium.
+# The dashboard browser test (tests/serm/test_ui.py) renders the Evidently UI in headless Chromium.
 need_chromium() {
   [ -x /usr/bin/chromium ] && return 0
   echo "[setup] installing chromium (Debian package) for the dashboard browser test"

@@ -36,7 +36,7 @@ def init_workspace(ws: Workspace, policy, policy_path: Path, log=print) -> None:
         rounds.recover(ws, log)  # before init_repo, which would repair data/ without a word
     versioning.init_repo(ws, policy.versioning.remote)
     if not versioning.git(ws, "rev-parse", "--verify", "-q", "HEAD", check=False):
-        versioning.git(ws, "add", ".gitignore", "data.dvc", ".dvc/config", ".dvc/.gitignore",
+        versioning.git(ws, "add", ".gitignore", schema.DATA_DVC, ".dvc/config", ".dvc/.gitignore",
                        *[p for p in ("features", "policies") if (ws.root / p).exists()])
         versioning.git(ws, "commit", "-q", "-m", "serm: new workspace")
     rounds.recover(ws, log)

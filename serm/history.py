@@ -84,6 +84,18 @@ def training_queries(ws) -> list[str]:
     return sorted(queries)
 
 
+def round_history(ws) -> list[dict]:
+    """Committed rounds, oldest first: {round, finished (ISO time or None), evolved (the
+    pipeline ran: mining onward), promoted}, from their committed manifests (the trigger's
+    cooldown and rounds-per-period read it)."""
+    out = []
+    for rl in layout(ws).committed_rounds():
+        man = schema.RoundManifest.load(rl.committed_manifest)
+        out.append({"round": man.round, "finished": man.finished or man.entry("promote").at,
+                    "evolved": man.evolved, "promoted": bool(man.promoted)})
+    return out
+
+
 def load_model(path: Path, policy):
     from serm.model.cross_encoder import RelevanceModel
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from serm import schema as S
+from serm.files import atomic_write_text
 from serm.schema import METRIC_NAMES as METRICS, Metrics, RoundManifest, RoundMetrics, TEST_SETS
 
 
@@ -230,6 +231,5 @@ th{{background:#eee}} .missing{{color:#888}} .small{{color:#555;font-size:90%}}<
 <body><h1>SERM round {round_no}</h1><p>{toc}</p>
 {''.join(f'<h2 id="s{i}">{html.escape(t)}</h2>{content}' for i, (t, content) in enumerate(sections))}
 </body></html>"""
-    out = rdir / S.REPORT_HTML
-    out.write_text(page, encoding="utf-8")
+    out = atomic_write_text(rdir / S.REPORT_HTML, page)
     return out

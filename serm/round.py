@@ -132,13 +132,14 @@ class RoundRunner:
         return self.run("drift", lambda: self._drift(new_pairs))
 
     def _drift(self, new_pairs: int) -> dict:
-        from monitoring.dashboard import evidently_path
+        from monitoring.dashboard import evidently_path, project_name
         from monitoring.drift import batch_drift, format_verdicts
 
         ing = self.manifest.ingest
         cur = _read(self.layout.staged(schema.QUERY_FRAME))
-        result, record = batch_drift(self.ws, self.policy, cur, new_pairs, self.out("drift"),
-                                     evidently_workspace=evidently_path(self.ws), batch_name=f"round {self.round_no}",
+        result, record = batch_drift(history.reference_frame(self.ws), history.round_history(self.ws), self.policy,
+                                     cur, new_pairs, self.out("drift"), evidently_workspace=evidently_path(self.ws),
+                                     batch_name=f"round {self.round_no}", project=project_name(self.ws),
                                      metadata={"round": str(self.round_no), "batch": str(ing.get("batch")),
                                                "locale": str(ing.get("locale"))})
         self.log("[drift]\n" + format_verdicts(result))

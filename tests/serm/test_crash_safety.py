@@ -16,7 +16,7 @@ from serm import round as rounds, versioning
 from serm.schema import RoundManifest, WorkspaceLayout
 from serm.workspace import Workspace
 
-from .reliability_workspaces import Run, committed, diff, git, initialised_copy, policies, serm, snapshot
+from tests.reliability_workspaces import Run, committed, diff, git, initialised_copy, policies, serm, snapshot
 
 PIPELINE_KILLS = [            # (stage, the line it prints once it is under way)
     ("mine", "[mine] started"),

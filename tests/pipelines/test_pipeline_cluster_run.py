@@ -17,7 +17,7 @@ import pytest
 from serm import versioning
 from serm.workspace import Workspace
 
-from .reliability_workspaces import diff, git, initialised_copy, policies, snapshot
+from tests.reliability_workspaces import diff, git, initialised_copy, policies, snapshot
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from serm.cli import main
 
-from .reliability_workspaces import git
+from tests.reliability_workspaces import git
 
 
 class KfpPeer(BaseHTTPRequestHandler):

@@ -8,7 +8,7 @@ import yaml
 from serm.errors import PolicyError
 from serm.policy import load_policy, parse_policy
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_default_policy_is_valid():

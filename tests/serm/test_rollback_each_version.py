@@ -16,7 +16,7 @@ from serm import versioning
 from serm.versioning import tree_checksum
 from serm.workspace import Workspace
 
-from .reliability_workspaces import git, initialised_copy, policies, serm
+from tests.reliability_workspaces import git, initialised_copy, policies, serm
 
 
 def sums(ws):

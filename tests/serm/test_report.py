@@ -8,9 +8,10 @@ from html.parser import HTMLParser
 import pytest
 
 from serm.report import write_round_report
+from serm.schema import RoundManifest
 from serm.workspace import Workspace
 
-from .drift_workspaces import two_round_workspace
+from tests.drift_workspaces import two_round_workspace
 
 
 class Page(HTMLParser):
@@ -103,10 +104,10 @@ def test_a_round_that_did_not_evolve_says_so(ws, tmp_path):
     rdir = w.round_dir(2)
     for name in ("mining_report.json", "annotation_report.json", "metrics.json"):
         (rdir / name).unlink()
-    man = json.loads((rdir / "manifest.json").read_text())
-    man.update(promoted=False, reason="no trigger: only 5 new pairs < min_new_pairs 500")
-    man["decision"] = {"run_pipeline": False, "reason": "only 5 new pairs < min_new_pairs 500"}
-    (rdir / "manifest.json").write_text(json.dumps(man))
+    man = RoundManifest.load(rdir)
+    man.promoted, man.reason = False, "no trigger: only 5 new pairs < min_new_pairs 500"
+    man.decision = {"run_pipeline": False, "reason": "only 5 new pairs < min_new_pairs 500"}
+    man.save()
     text = write_round_report(w, 2, rdir).read_text()
     assert "nothing mined this round" in text and "nothing annotated this round" in text
     assert "no candidate was trained this round" in text

@@ -23,9 +23,10 @@ from monitoring.drift import (
     vocabulary,
 )
 from serm.errors import DataError
+from serm.schema import RoundManifest, StageEntry
 from serm.policy import DetectorSpec, DriftSpec, TriggerSpec
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 TINY = ROOT / "tests" / "policies" / "tiny.yaml"
 
@@ -219,7 +220,7 @@ def test_embedding_detector_on_real_multilingual_questions(tmp_path):
     """XQuAD questions embedded by the multilingual USE: other English questions (random
     articles) are no drift; their Spanish translations are, and so are English questions of
     other articles; Evidently's K-S test on the out-of-fold scores decides."""
-    from .drift_workspaces import questions
+    from tests.drift_workspaces import questions
 
     ref = questions("en", 0, 150)
     res_same = run_drift(ref, questions("en", 150, 200), _embedding_only(), tmp_path / "same")
@@ -256,7 +257,7 @@ def test_embedding_scores_are_out_of_fold():
 
 
 def test_minilm_embedder_fallback(tmp_path):
-    from .drift_workspaces import questions
+    from tests.drift_workspaces import questions
 
     res = run_drift(questions("en", 0, 40), questions("zh", 40, 40), _embedding_only(embedder="minilm"), tmp_path)
     (v,) = res.detectors
@@ -326,14 +327,13 @@ def test_max_rounds_per_period():
 
 def test_round_history_reads_committed_manifests(tmp_path):
     from monitoring.drift import round_history
+    from serm.schema import RoundManifest, StageEntry
     from serm.workspace import Workspace
 
     ws = Workspace.at(tmp_path)
-    for r, stages, promoted in ((1, {"ingest": {}, "drift": {}, "mine": {}}, True), (2, {"ingest": {}, "drift": {}}, False)):
-        d = ws.round_dir(r)
-        d.mkdir(parents=True)
-        (d / "manifest.json").write_text(json.dumps({"round": r, "stages": stages, "promoted": promoted,
-                                                     "finished": f"2026-06-01T1{r}:00:00+00:00"}))
+    for r, stages, promoted in ((1, ("ingest", "drift", "mine"), True), (2, ("ingest", "drift"), False)):
+        RoundManifest(round=r, stages={s: StageEntry("done") for s in stages}, promoted=promoted,
+                      finished=f"2026-06-01T1{r}:00:00+00:00").save(ws.layout.round(r).committed_manifest)
     assert round_history(ws) == [
         {"round": 1, "finished": "2026-06-01T11:00:00+00:00", "evolved": True, "promoted": True},
         {"round": 2, "finished": "2026-06-01T12:00:00+00:00", "evolved": False, "promoted": False}]
@@ -348,7 +348,7 @@ def servable(tmp_path_factory):
     from serm.policy import load_policy
     from serm.workspace import Workspace
 
-    from .drift_workspaces import stream_frame
+    from tests.drift_workspaces import stream_frame
 
     root = tmp_path_factory.mktemp("servable")
     policy = load_policy(TINY)
@@ -391,8 +391,8 @@ def test_serm_drift_uses_the_round_in_progress(servable):
     stage = servable.staging(1)
     (stage / "ingest").mkdir(parents=True)
     shutil.copy2(servable.data / "seed" / "query_frame.parquet", stage / "ingest" / "query_frame.parquet")
-    (stage / "manifest.json").write_text(json.dumps({"round": 1, "stages": {"ingest": {
-        "status": "done", "result": {"batch": 1, "locale": "en", "pairs": 160}}}}))
+    RoundManifest(round=1, stages={"ingest": StageEntry("done", result={"batch": 1, "locale": "en", "pairs": 160})}
+                  ).save(servable.layout.round(1).manifest)
     res = _serm_drift(servable)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "drift of round 1 in progress (ingested): locale en, 160 new pairs" in res.stdout

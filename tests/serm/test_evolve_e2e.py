@@ -13,7 +13,7 @@ import pytest
 from serm.versioning import tree_checksum
 from serm.workspace import Workspace
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 TINY = ROOT / "tests" / "policies" / "tiny.yaml"
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from monitoring.dashboard import evidently_path, project_name, sync
+from serm.schema import RoundManifest
 from serm.workspace import Workspace
 
-from .conftest import ROOT
-from .drift_workspaces import two_round_workspace
+from tests.conftest import ROOT
+from tests.drift_workspaces import two_round_workspace
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -261,9 +262,9 @@ def test_a_new_round_reaches_the_running_ui(ui):
     before = len(get(f"http://127.0.0.1:{port}/api/projects/{project}/snapshots"))
     r3 = ws.round_dir(3)
     shutil.copytree(ws.round_dir(2), r3)
-    man = json.loads((r3 / "manifest.json").read_text())
-    man.update(round=3, finished=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()))
-    (r3 / "manifest.json").write_text(json.dumps(man))
+    man = RoundManifest.load(r3)
+    man.round, man.finished = 3, time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    man.save()
     state = json.loads(ws.state_path.read_text())
     ws.state_path.write_text(json.dumps({**state, "rounds_done": 3, "next_batch": 4}))
     assert sync(ws)["added"] == 2  # round 3 + the state (rounds_done changed)

@@ -10,7 +10,7 @@ import pytest
 from serm import featurestore as fs
 from serm.errors import DataError
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -13,7 +13,7 @@ import time
 from serm import versioning
 from serm.workspace import Workspace
 
-from .reliability_workspaces import Run, git, initialised_copy, policies, serm
+from tests.reliability_workspaces import Run, git, initialised_copy, policies, serm
 
 
 def test_second_writer_waits_then_runs_after_the_first_commit(tmp_path_factory):

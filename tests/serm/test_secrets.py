@@ -17,7 +17,7 @@ import pytest
 from serm.errors import PolicyError
 from serm.policy import load_policy, parse_policy
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 SECRET = "sk-test-PLANTED-123"
 ENV_NAME = "SERM_TEST_API_KEY"

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from serm.errors import PolicyError, SermError
 from serm.policy import Policy, load_policy, parse_policy
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 DEFAULT_TEXT = (ROOT / "policies" / "default.yaml").read_text(encoding="utf-8")
 DEFAULT = yaml.safe_load(DEFAULT_TEXT)

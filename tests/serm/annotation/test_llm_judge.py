@@ -27,8 +27,8 @@ from serm.annotation.openai_peer import Peer
 from serm.errors import AnnotationError, PolicyError
 from serm.policy import parse_policy
 
-from .conftest import ROOT
-from .test_secrets import assert_no_secret
+from tests.conftest import ROOT
+from tests.serm.test_secrets import assert_no_secret
 
 SECRET = "sk-serm-PLANTED-7f3a9c1e5b"
 KEY_ENV = "SERM_TEST_LLM_KEY"

@@ -12,7 +12,7 @@ from serm.policy import PromotionSpec
 from serm.round import RoundRunner, trigger_decision
 from serm.schema import Metrics, RoundManifest, RoundMetrics
 
-from .reliability_workspaces import git, initialised_copy, policies, write_policy
+from tests.reliability_workspaces import git, initialised_copy, policies, write_policy
 
 
 def _metrics(cand_evolving, prod_evolving, cand_static, prod_static) -> RoundMetrics:

@@ -14,7 +14,7 @@ from pipelines import cluster, evolution
 from serm.cli import main
 from serm.errors import PipelineError
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
