@@ -149,7 +149,7 @@ def score_shard(repo: str, rev: str, policy_path: str, dvc_remote: str, shard: i
     print(f"[mine] started: shard {shard + 1} of {shards}", flush=True)
     pairs = pd.read_parquet(Path(batch) / schema.STREAM_PAIRS.name)
     rows = np.flatnonzero(shard_of(pairs["query_id"], shards) == shard)
-    events = pd.read_parquet(Path(batch) / "ingest" / schema.EVENTS.name)[["query_id", "doc_id", "position", "clicked"]]
+    events = pd.read_parquet(Path(batch) / "ingest" / schema.EVENTS.name)[list(schema.IMPRESSION_COLUMNS)]
     ctx = MiningContext(pairs=pairs.iloc[rows].reset_index(drop=True), events=events,
                         reference_queries=history.training_queries(ws), models=history.model_versions(ws, policy))
     info = score_once(ctx, policy.mining, [build(REGISTRY, a) for a in policy.mining.agents], round_no + shard)

@@ -1,7 +1,8 @@
 """The SERM evolution pipeline (KFP v2): mine → annotate → check labels → train → evaluate →
 promote. Each component is a thin wrapper over `pipelines.runtime`, which calls the round
-runner (`serm.round`) with the artifacts the component was handed: the ingested batch (a
-folder, a pipeline parameter) and each earlier step's KFP output. Compile with `serm pipeline compile`; `serm evolve` runs it
+runner (`serm.round`) with the artifacts the component was handed: the ingested batch (the
+round's ingest folder, imported as a KFP Dataset with `dsl.importer`) and each earlier step's
+KFP output. Compile with `serm pipeline compile`; `serm evolve` runs it
 with `kfp.local` on this machine.
 
 No `from __future__ import annotations` here: KFP reads the annotations as real types."""
@@ -17,18 +18,18 @@ IMAGE = "serm:0.1.0"
 
 
 @dsl.component(base_image=IMAGE)
-def mine_op(workspace: str, round_no: int, policy_path: str, batch: str, candidates: Output[Dataset]):
+def mine_op(workspace: str, round_no: int, policy_path: str, batch: Input[Dataset], candidates: Output[Dataset]):
     from pipelines import runtime
 
-    runtime.mine(workspace, round_no, policy_path, batch, candidates.path)
+    runtime.mine(workspace, round_no, policy_path, batch.path, candidates.path)
 
 
 @dsl.component(base_image=IMAGE)
-def annotate_op(workspace: str, round_no: int, policy_path: str, batch: str, candidates: Input[Dataset],
+def annotate_op(workspace: str, round_no: int, policy_path: str, batch: Input[Dataset], candidates: Input[Dataset],
                 labels: Output[Dataset]):
     from pipelines import runtime
 
-    runtime.annotate(workspace, round_no, policy_path, batch, candidates.path, labels.path)
+    runtime.annotate(workspace, round_no, policy_path, batch.path, candidates.path, labels.path)
 
 
 @dsl.component(base_image=IMAGE)
@@ -65,8 +66,10 @@ def promote_op(workspace: str, round_no: int, policy_path: str, model: Input[Mod
 
 @dsl.pipeline(name="serm-evolution", description="One SERM evolution round")
 def evolution_pipeline(workspace: str, round_no: int, policy_path: str, batch: str):
-    mined = mine_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=batch)
-    annotated = annotate_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=batch,
+    # The ingested batch (events, quarantine, per-query frame) enters as a KFP artifact.
+    ingested = dsl.importer(artifact_uri=batch, artifact_class=Dataset, reimport=False)
+    mined = mine_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=ingested.output)
+    annotated = annotate_op(workspace=workspace, round_no=round_no, policy_path=policy_path, batch=ingested.output,
                             candidates=mined.outputs["candidates"])
     checked = check_op(workspace=workspace, round_no=round_no, policy_path=policy_path,
                        labels=annotated.outputs["labels"])

@@ -286,6 +286,7 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
     (strategy, round), round 0 being the seed model."""
     import tempfile
 
+    from serm import schema
     from serm.data.stream import simulate_clicks
     from serm.model.cross_encoder import RelevanceModel
     from serm.model.training import set_seed, train
@@ -308,7 +309,7 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
         events = simulate_clicks(batch, scores, policy.data.clicks, r + 1, seed, "2026-01-01T00:00:00Z")
         pairs = batch.drop(columns=[c for c in ("grade", "question_id", "mean_rating") if c in batch.columns])
         pairs = pairs.merge(pair_features(events), on=["query_id", "doc_id"], how="left")
-        streams.append((pairs.reset_index(drop=True), events[["query_id", "doc_id", "position", "clicked"]]))
+        streams.append((pairs.reset_index(drop=True), events[list(schema.IMPRESSION_COLUMNS)]))
     seed_metrics = _metrics(base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics}
                for s in strategies]

@@ -175,6 +175,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_versions(args) -> int:
+    from serm.schema import EVOLVING, STATIC, Metrics
     from serm.workspace import Workspace
 
     reg = Workspace.at(args.workspace).versions()
@@ -183,10 +184,10 @@ def cmd_versions(args) -> int:
         return 0
     print(f"{'version':<9}{'tag':<18}{'round':>5}  {'static ndcg@4':>13} {'evolving ndcg@4':>16}  {'accuracy':>8}  created")
     for v in reg["versions"]:
-        m = v["metrics"]
+        m = Metrics.from_dict(v["metrics"])
         mark = " *" if v["version"] == reg["production"] else ""
-        print(f"v{v['version']:<8}{v['tag']:<18}{v['round']:>5}  {m['static']['ndcg@4']:>13} "
-              f"{m['evolving']['ndcg@4']!s:>10} ({m['evolving']['locale']})  {m['evolving']['accuracy']:>8}  "
+        print(f"v{v['version']:<8}{v['tag']:<18}{v['round']:>5}  {m.get(STATIC, 'ndcg@4')!s:>13} "
+              f"{m.get(EVOLVING, 'ndcg@4')!s:>10} ({m.locale(EVOLVING)})  {m.get(EVOLVING, 'accuracy')!s:>8}  "
               f"{v.get('created', '')}{mark}")
     print("* = production")
     return 0

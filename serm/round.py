@@ -174,7 +174,7 @@ class RoundRunner:
         from serm.mining.base import MiningContext
 
         pairs = self.stream_pairs(batch) if pairs is None else pairs
-        events = _read(self._in(batch, schema.EVENTS))[["query_id", "doc_id", "position", "clicked"]]
+        events = _read(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
         ctx = MiningContext(pairs=pairs, events=events, reference_queries=history.training_queries(self.ws),
                             models=history.model_versions(self.ws, self.policy), proba=proba)
         cands, report = stages.mine(ctx, self.policy.mining, self.round_no, history.labelled_pairs(self.ws))
@@ -200,7 +200,7 @@ class RoundRunner:
 
         policy, spec, r = self.policy, self.policy.annotation, self.round_no
         cands = _read(candidates)
-        events = _read(self._in(batch, schema.EVENTS))[["query_id", "doc_id", "position", "clicked"]]
+        events = _read(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
         reviews = escalations.read_resolved(self.ws.data)
         ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + r, events=events,
                                 resolved=reviews, models=history.model_loader(self.ws, policy))
@@ -436,8 +436,9 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     set_seed(policy.seed)  # the fresh head starts from the same weights every init
     model = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     result = stages.train(model, seed, policy.training, policy.seed, epochs=policy.training.seed_epochs, log=log)
-    metrics = stages.evaluate(model, tests, policy.evaluation.k, policy.data.seed_locale,
-                              policy.data.stream_locales[0], policy.promotion.metric).to_dict()
+    m = stages.evaluate(model, tests, policy.evaluation.k, policy.data.seed_locale, policy.data.stream_locales[0],
+                        policy.promotion.metric)
+    metrics = m.to_dict()
 
     # Batch 0: the seed queries as production serves them: the drift reference.
     score = model.expected_grade(model.score_frame(seed))
@@ -453,8 +454,8 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     model.save(ws.model_dir, metrics=metrics, lineage=lineage)
     atomic_write_json(ws.state_path, {"rounds_done": 0, "next_batch": 1, "production": 0,
                                       "production_round": 0, "policy": policy.name})
-    log(f"[init] seed model v0: static ndcg@4 {metrics['static']['ndcg@4']}, "
-        f"{policy.data.stream_locales[0]} ndcg@4 {metrics['evolving']['ndcg@4']} ({time.perf_counter() - t0:.0f}s)")
+    log(f"[init] seed model v0: static ndcg@4 {m.get(schema.STATIC, 'ndcg@4')}, "
+        f"{policy.data.stream_locales[0]} ndcg@4 {m.get(schema.EVOLVING, 'ndcg@4')} ({time.perf_counter() - t0:.0f}s)")
     return {"metrics": metrics, "training": result.to_dict()}
 
 

@@ -29,6 +29,7 @@ EVENT_COLUMNS = ("event_id", "ts", "query_id", "query", "locale", "doc_id", "pos
 DOCUMENT_COLUMNS = ("doc_id", "title", "text", "locale")
 JUDGMENT_COLUMNS = ("query_id", "query", "doc_id", "doc_title", "doc_text", "grade", "locale")
 PAIR_KEY = ("query_id", "doc_id")
+IMPRESSION_COLUMNS = ("query_id", "doc_id", "position", "clicked")   # what the click agents read of events
 CANDIDATE_COLUMNS = ("query_id", "doc_id", "round", "agents", "reasons", "agent_scores", "priority")
 VOTE_COLUMNS = ("query_id", "doc_id", "agent", "sample", "grade", "rationale", "latency_ms", "tokens", "cost")
 LEVEL1_COLUMNS = ("query_id", "doc_id", "agent", "grade", "intra_share")
