@@ -284,8 +284,6 @@ def _train_round(run: Run, world: World, policy, new, budget: int, seed: int, ro
 def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log) -> list[dict]:
     """Every strategy over `rounds` rounds of `world` from one seed model; one record per
     (strategy, round), round 0 being the seed model."""
-    import tempfile
-
     from serm import schema
     from serm.data.stream import simulate_clicks
     from serm.model.cross_encoder import RelevanceModel
