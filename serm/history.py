@@ -51,7 +51,8 @@ def grade_history(ws):
     distribution."""
     import pandas as pd
 
-    return pd.concat([seed_set(ws)["grade"], all_labels(ws)["grade"]], ignore_index=True).dropna().astype(int)
+    parts = [g for g in (seed_set(ws)["grade"], all_labels(ws)["grade"]) if len(g)]  # concat of empties is deprecated
+    return pd.concat(parts, ignore_index=True).dropna().astype(int) if parts else pd.Series(dtype="int64")
 
 
 def reference_frame(ws):

@@ -25,6 +25,7 @@ half-written promotion before anything else runs.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import datetime, timezone
@@ -68,13 +69,7 @@ class RoundRunner:
         return RoundManifest.open(self.layout.manifest, self.round_no)
 
     def record(self, **info) -> RoundManifest:
-        m = self.manifest
-        for k, v in info.items():
-            if k in RoundManifest._FIELDS:
-                setattr(m, k, v)
-            else:
-                m.extra[k] = v
-        return m.save()
+        return self.manifest.update(**info)
 
     def run(self, stage: str, fn):
         """Run `fn()` unless the manifest says `stage` is done; record status and wall time."""
@@ -234,8 +229,6 @@ class RoundRunner:
         return self.run("check", lambda: self._check(Path(labels), annotation_report))
 
     def _check(self, labels_path: Path, annotation_report: Path | None) -> dict:
-        import json
-
         from serm.data import xquad
 
         labels = _read(labels_path)
@@ -311,8 +304,6 @@ class RoundRunner:
     # ------------------------------------------------------------------ promote / keep
     def promote(self, model_dir: Path, metrics: Path | dict) -> dict:
         """Decide on the candidate's metrics and commit the round (promoting or keeping)."""
-        import json
-
         raw = metrics if isinstance(metrics, dict) else json.loads(Path(metrics).read_text())
         decision = stages.decide(RoundMetrics.from_dict(raw, self.policy.promotion.metric), self.policy.promotion)
         self.log(f"[promote] {'promote' if decision.promote else 'keep production'}: {decision.reason}")
@@ -365,8 +356,6 @@ class RoundRunner:
             candidate = Metrics.from_dict(metrics["candidate"]).to_dict()
             tmp = ws.data / ".model.new"
             copy_tree(model_dir, tmp)
-            import json
-
             lineage = json.loads((tmp / schema.MODEL_LINEAGE).read_text())
             lineage.update(version=version, dataset_round=self.round_no)
             atomic_write_json(tmp / schema.MODEL_LINEAGE, lineage)

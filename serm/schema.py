@@ -388,6 +388,16 @@ class RoundManifest:
     def reload(self) -> "RoundManifest":
         return RoundManifest.load(self.path)
 
+    def update(self, **info) -> "RoundManifest":
+        """Set round fields (`batch`, `decision`, `promoted`, …; other names are kept as extra
+        keys) and save."""
+        for k, v in info.items():
+            if k in self._FIELDS:
+                setattr(self, k, v)
+            else:
+                self.extra[k] = v
+        return self.save()
+
     # stages
     def entry(self, stage: str) -> StageEntry:
         return self.stages.get(stage) or StageEntry()
