@@ -170,13 +170,12 @@ def pair_features(events):
 
 
 def _metrics(model, world: World, r: int, ks) -> dict:
-    from serm.evaluation import evaluate
+    """The round's evaluate stage on the world's static test and round `r`'s evolving test."""
+    from serm import schema, stages
 
-    out = {}
-    for split, test in (("static", world.static_test), ("evolving", world.evolving_tests[r])):
-        m = evaluate(model, test, ks)["overall"]
-        out[split] = {k: m.get(k) for k in (*(f"ndcg@{k}" for k in ks), "accuracy", "queries")}
-    return out
+    m = stages.evaluate(model, {schema.STATIC: world.static_test, schema.EVOLVING: world.evolving_tests[r]}, ks)
+    return {split: {k: m.get(split, k) for k in (*(f"ndcg@{k}" for k in ks), "accuracy", "queries")}
+            for split in schema.TEST_SETS}
 
 
 def _label_accuracy(labels, world: World) -> float | None:

@@ -291,9 +291,9 @@ class RoundRunner:
         tests = history.test_sets(self.ws)
         locale = self.manifest.locale
         ks = p.evaluation.k
-        cand = stages.evaluate(history.load_model(model_dir, p), tests, ks, p.data.seed_locale, locale, p.promotion.metric)
-        prod = stages.evaluate(history.load_model(self.ws.model_dir, p), tests, ks, p.data.seed_locale, locale,
-                               p.promotion.metric)
+        sets, locales = stages.round_tests(tests, p.data.seed_locale, locale)
+        cand = stages.evaluate(history.load_model(model_dir, p), sets, ks, p.promotion.metric, locales)
+        prod = stages.evaluate(history.load_model(self.ws.model_dir, p), sets, ks, p.promotion.metric, locales)
         metrics = RoundMetrics(cand, prod).to_dict()
         atomic_write_json(self.out("evaluate") / schema.METRICS.name, metrics)
         m = p.promotion.metric
@@ -425,8 +425,8 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     set_seed(policy.seed)  # the fresh head starts from the same weights every init
     model = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     result = stages.train(model, seed, policy.training, policy.seed, epochs=policy.training.seed_epochs, log=log)
-    m = stages.evaluate(model, tests, policy.evaluation.k, policy.data.seed_locale, policy.data.stream_locales[0],
-                        policy.promotion.metric)
+    sets, locales = stages.round_tests(tests, policy.data.seed_locale, policy.data.stream_locales[0])
+    m = stages.evaluate(model, sets, policy.evaluation.k, policy.promotion.metric, locales)
     metrics = m.to_dict()
 
     # Batch 0: the seed queries as production serves them: the drift reference.

@@ -13,7 +13,7 @@ in `serm bench`.
     check      labels, known ids, history, policy.checks    CheckReport (raises CheckFailed)
     replay     new + earlier labels, replay ratio           training examples
     train      examples, model, policy.training             TrainResult (the model trained in place)
-    evaluate   model, test sets, locales, ks                Metrics (flat per test set)
+    evaluate   model, named test sets, ks                   Metrics (flat per test set)
     decide     RoundMetrics, policy.promotion               Decision
 """
 
@@ -170,15 +170,23 @@ def train(model, examples, spec, seed: int, epochs=None, log=print):
 
 
 # --------------------------------------------------------------------------- evaluate + decide
-def evaluate(model, tests, ks, static_locale: str, evolving_locale: str, primary_metric: str = "ndcg@4") -> Metrics:
-    """Metrics on the static test (the seed locale) and the evolving test (the newest batch's
-    locale), flat per set."""
+def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: dict | None = None) -> Metrics:
+    """Metrics of `model` on each named test set (`{"static": judgments, "evolving": …}`),
+    flat per set; `locales` names each set's locale in the result."""
     from serm.evaluation import evaluate as score
 
     out = {}
-    for name, loc in ((schema.STATIC, static_locale), (schema.EVOLVING, evolving_locale)):
-        out[name] = {**score(model, tests[tests.locale == loc], tuple(ks))["overall"], "locale": loc}
+    for name, judgments in tests.items():
+        out[name] = {**score(model, judgments, tuple(ks))["overall"],
+                     **({"locale": locales[name]} if locales and name in locales else {})}
     return Metrics(out, primary_metric)
+
+
+def round_tests(tests, static_locale: str, evolving_locale: str) -> tuple[dict, dict]:
+    """A round's test sets from the workspace's test judgments: static = the seed locale,
+    evolving = the newest batch's locale. Returns (sets, their locales)."""
+    locales = {schema.STATIC: static_locale, schema.EVOLVING: evolving_locale}
+    return {name: tests[tests.locale == loc] for name, loc in locales.items()}, locales
 
 
 @dataclass(frozen=True)
