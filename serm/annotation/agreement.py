@@ -50,7 +50,7 @@ def level1(votes, intra_min_share: float):
         mode = int(min(counts[counts == top].index))
         share = top / n
         rows.append((q, d, agent, mode if share >= intra_min_share else None, round(share, 4)))
-    out = pd.DataFrame(rows, columns=["query_id", "doc_id", "agent", "grade", "intra_share"])
+    out = pd.DataFrame(rows, columns=list(schema.LEVEL1_COLUMNS))
     out["grade"] = out["grade"].astype("Int8")
     return out
 
@@ -153,11 +153,12 @@ def level2(agent_grades, spec, on_disagreement: str, round_no: int, policy_hash:
                          f"agreement {agreement} < inter_min_agreement {spec.inter_min_agreement}"))
         else:
             rows.append((q, d, grade, agreement, LabelStatus.ACCEPTED.value, agents, ""))
-    out = pd.DataFrame(rows, columns=["query_id", "doc_id", "grade", "agreement", "status", "agents", "why"])
+    decided = [c for c in schema.LABEL_COLUMNS if c not in ("round", "policy_hash")]
+    out = pd.DataFrame(rows, columns=decided)
     out["grade"] = out["grade"].astype("Int8")
     out["round"] = round_no
     out["policy_hash"] = policy_hash
-    return out
+    return out[list(schema.LABEL_COLUMNS)]
 
 
 def _mode(tally: dict) -> tuple[int, float]:
