@@ -1,4 +1,5 @@
-"""Atomic writes: a file (or a folder) appears whole under its name or not at all.
+"""Artifact files: atomic writes (a file appears whole under its name or not at all) and the
+parquet reader.
 
 Every writer in SERM goes through these, so a process killed mid-write leaves the previous
 version in place and at worst a dot-named temporary next to it (never read by anything).
@@ -16,20 +17,16 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
+def atomic_write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        tmp.write_bytes(data)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj, ensure_ascii: bool = True) -> Path:
@@ -49,19 +46,10 @@ def write_parquet(df, path: Path) -> Path:
     return path
 
 
-def replace_tree(src: Path, dst: Path) -> Path:
-    """Make `dst` a copy of the folder `src`: copied beside `dst` first, then swapped in, so a
-    reader sees the old folder or the new one."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.new{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    old = dst.with_name(f".{dst.name}.old{os.getpid()}")
-    if dst.exists():
-        dst.rename(old)
-    tmp.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
-    return dst
+def read_parquet(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
 
 
 def copy_tree(src: Path, dst: Path) -> None:

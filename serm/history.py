@@ -11,39 +11,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from serm import schema
-
-
-def _read(path: Path):
-    import pandas as pd
-
-    return pd.read_parquet(path)
-
-
-def layout(ws) -> schema.WorkspaceLayout:
-    return schema.WorkspaceLayout(ws.root)
+from serm.data import pair_keys
+from serm.files import read_parquet
 
 
 def all_labels(ws):
     """Every trainable label committed so far (accepted + human-resolved), oldest round first."""
     import pandas as pd
 
-    files = layout(ws).label_files()
+    files = ws.layout.label_files()
     if not files:
         return pd.DataFrame(columns=["query_id", "doc_id", "grade", "round"])
-    return pd.concat([_read(f) for f in files], ignore_index=True)
+    return pd.concat([read_parquet(f) for f in files], ignore_index=True)
 
 
 def labelled_pairs(ws) -> set:
-    labels = all_labels(ws)
-    return set(zip(labels["query_id"], labels["doc_id"]))
+    return pair_keys(all_labels(ws))
 
 
 def seed_set(ws):
-    return _read(layout(ws).seed_train)
+    return read_parquet(ws.layout.seed_train)
 
 
 def test_sets(ws):
-    return _read(layout(ws).tests)
+    return read_parquet(ws.layout.tests)
 
 
 def grade_history(ws):
@@ -60,27 +51,27 @@ def reference_frame(ws):
     seed stream plus every committed batch up to production's round."""
     import pandas as pd
 
-    lay = layout(ws)
+    lay = ws.layout
     prod_round = ws.state().get("production_round", 0)
-    frames = [_read(lay.seed_query_frame)]
+    frames = [read_parquet(lay.seed_query_frame)]
     for r in range(1, prod_round + 1):
         f = lay.round(r).kept(schema.QUERY_FRAME)
         if f.exists():
-            frames.append(_read(f))
+            frames.append(read_parquet(f))
     return pd.concat(frames, ignore_index=True)
 
 
 def training_queries(ws) -> list[str]:
     """Queries the production model was trained on: the seed set's and those of labels from
     rounds up to production's round (text from each round's mined candidates)."""
-    lay = layout(ws)
+    lay = ws.layout
     prod_round = ws.state().get("production_round", 0)
     queries = set(seed_set(ws)["query"])
     labels = all_labels(ws)
     for r in sorted({int(r) for r in labels["round"]} if len(labels) else ()):
         f = lay.round(r).kept(schema.CANDIDATES)
         if r <= prod_round and f.exists():
-            cands = _read(f)[["query_id", "query"]]
+            cands = read_parquet(f)[["query_id", "query"]]
             queries.update(cands.loc[cands.query_id.isin(set(labels.loc[labels["round"] == r, "query_id"])), "query"])
     return sorted(queries)
 
@@ -90,7 +81,7 @@ def round_history(ws) -> list[dict]:
     pipeline ran: mining onward), promoted}, from their committed manifests (the trigger's
     cooldown and rounds-per-period read it)."""
     out = []
-    for rl in layout(ws).committed_rounds():
+    for rl in ws.layout.committed_rounds():
         man = schema.RoundManifest.load(rl.committed_manifest)
         out.append({"round": man.round, "finished": man.finished or man.entry("promote").at,
                     "evolved": man.evolved, "promoted": bool(man.promoted)})
@@ -165,14 +156,14 @@ def audit_frame(ws, intra_min_share: float):
     from serm.annotation.agreement import level1
 
     frames = []
-    for rl in layout(ws).round_folders():
+    for rl in ws.layout.round_folders():
         vf, lf = rl.kept(schema.VOTES), rl.kept(schema.LABELS)
         if not (vf.exists() and lf.exists()):
             continue
-        labels = _read(lf)
+        labels = read_parquet(lf)
         humans = labels.loc[labels.status == schema.LabelStatus.HUMAN, ["query_id", "doc_id", "grade"]].rename(
             columns={"grade": "human_grade"})
         if len(humans):
-            l1 = level1(_read(vf), intra_min_share)
+            l1 = level1(read_parquet(vf), intra_min_share)
             frames.append(l1[l1.agent != "human"].merge(humans, on=["query_id", "doc_id"])[["agent", "grade", "human_grade"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["agent", "grade", "human_grade"])

@@ -33,18 +33,12 @@ from pathlib import Path
 
 from serm import history, schema, stages
 from serm.errors import DataError
-from serm.files import atomic_write_json, copy_tree, write_parquet
-from serm.schema import LabelStatus, Metrics, RoundManifest, RoundMetrics
+from serm.files import atomic_write_json, copy_tree, read_parquet, write_parquet
+from serm.schema import LabelStatus, RoundManifest, RoundMetrics
 
 
 def _log_default(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _read(path: Path):
-    import pandas as pd
-
-    return pd.read_parquet(path)
 
 
 def trigger_decision(drift: dict, force: bool) -> dict:
@@ -131,7 +125,7 @@ class RoundRunner:
         from monitoring.drift import batch_drift, format_verdicts
 
         ing = self.manifest.ingest
-        cur = _read(self.layout.staged(schema.QUERY_FRAME))
+        cur = read_parquet(self.layout.staged(schema.QUERY_FRAME))
         result, record = batch_drift(history.reference_frame(self.ws), history.round_history(self.ws), self.policy,
                                      cur, new_pairs, self.out("drift"), evidently_workspace=evidently_path(self.ws),
                                      batch_name=f"round {self.round_no}", project=project_name(self.ws),
@@ -149,13 +143,13 @@ class RoundRunner:
         return decision
 
     # ------------------------------------------------------------------ mine
-    def stream_pairs(self, batch: Path | None = None):
-        """The batch's pairs with their text and Feast pair features (`batch`: an ingest
-        folder handed over as an artifact; by default this round's)."""
+    def stream_pairs(self, events=None):
+        """The batch's pairs with their text and Feast pair features (`events`: the batch's
+        events; by default this round's ingested ones)."""
         from serm import featurestore
         from serm.data import xquad
 
-        events = _read(self._in(batch, schema.EVENTS))
+        events = read_parquet(self.layout.staged(schema.EVENTS)) if events is None else events
         return stages.stream_pairs(events, lambda keys: featurestore.online_features(self.ws.root, "pair_features", keys),
                                    xquad.documents())
 
@@ -168,9 +162,9 @@ class RoundRunner:
     def _mine(self, batch, pairs, proba) -> dict:
         from serm.mining.base import MiningContext
 
-        pairs = self.stream_pairs(batch) if pairs is None else pairs
-        events = _read(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
-        ctx = MiningContext(pairs=pairs, events=events, reference_queries=history.training_queries(self.ws),
+        events = read_parquet(self._in(batch, schema.EVENTS))
+        pairs = self.stream_pairs(events) if pairs is None else pairs
+        ctx = MiningContext(pairs=pairs, events=events[list(schema.IMPRESSION_COLUMNS)], reference_queries=history.training_queries(self.ws),
                             models=history.model_versions(self.ws, self.policy), proba=proba)
         cands, report = stages.mine(ctx, self.policy.mining, self.round_no, history.labelled_pairs(self.ws))
         write_parquet(cands, self.layout.staged(schema.CANDIDATES))
@@ -194,8 +188,8 @@ class RoundRunner:
         from serm.data import xquad
 
         policy, spec, r = self.policy, self.policy.annotation, self.round_no
-        cands = _read(candidates)
-        events = _read(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
+        cands = read_parquet(candidates)
+        events = read_parquet(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
         reviews = escalations.read_resolved(self.ws.data)
         ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + r, events=events,
                                 resolved=reviews, models=history.model_loader(self.ws, policy))
@@ -231,12 +225,12 @@ class RoundRunner:
     def _check(self, labels_path: Path, annotation_report: Path | None) -> dict:
         from serm.data import xquad
 
-        labels = _read(labels_path)
+        labels = read_parquet(labels_path)
         rep = Path(annotation_report) if annotation_report else labels_path.with_name(schema.ANNOTATION_REPORT.name)
         abstention = json.loads(rep.read_text()).get("level1_abstention") if rep.exists() else None
         report = stages.check(labels, set(xquad.load_questions().query_id), set(xquad.load_paragraphs().doc_id),
                               self.policy.checks, abstention=abstention, history_grades=history.grade_history(self.ws),
-                              out_path=self.out("check") / schema.LABEL_CHECKS.name)
+                              out_path=self.layout.staged(schema.LABEL_CHECKS))
         n_ok = sum(r["success"] for r in report.results)
         n = int(len(schema.trainable(labels)))
         self.log(f"[check] Great Expectations: {n_ok}/{len(report.results)} expectations met on {n} labels")
@@ -270,7 +264,7 @@ class RoundRunner:
         return self.run("train", lambda: self._train(Path(labels), out))
 
     def _train(self, labels_path: Path, out: Path) -> dict:
-        ex = self.training_examples(_read(labels_path))
+        ex = self.training_examples(read_parquet(labels_path))
         production = self.ws.state()["production"]
         n_new, n_replay = int((ex.source == "new").sum()), int((ex.source == "replay").sum())
         self.log(f"[train] fine-tuning production v{production} on {n_new} new + {n_replay} replayed labels")
@@ -295,7 +289,7 @@ class RoundRunner:
         cand = stages.evaluate(history.load_model(model_dir, p), sets, ks, p.promotion.metric, locales)
         prod = stages.evaluate(history.load_model(self.ws.model_dir, p), sets, ks, p.promotion.metric, locales)
         metrics = RoundMetrics(cand, prod).to_dict()
-        atomic_write_json(self.out("evaluate") / schema.METRICS.name, metrics)
+        atomic_write_json(self.layout.staged(schema.METRICS), metrics)
         m = p.promotion.metric
         self.log(f"[evaluate] {m}: static {prod.get('static', m)} -> {cand.get('static', m)}, "
                  f"evolving ({locale}) {prod.get('evolving', m)} -> {cand.get('evolving', m)}")
@@ -345,15 +339,15 @@ class RoundRunner:
                 shutil.copy2(src, lay.kept(art))
         labels_file = lay.kept(schema.LABELS)
         if labels_file.exists():
-            labels = _read(labels_file)
-            update_escalations(ws, self.round_no, labels, _read(lay.kept(schema.ESCALATIONS)))
+            labels = read_parquet(labels_file)
+            update_escalations(ws, self.round_no, labels, read_parquet(lay.kept(schema.ESCALATIONS)))
             write_parquet(schema.trainable(labels), self.workspace.round_labels(self.round_no))
 
         tag = None
         new_state = dict(state, rounds_done=self.round_no, next_batch=state["next_batch"] + 1)
         if promote:
             version = versioning.next_version(ws)
-            candidate = Metrics.from_dict(metrics["candidate"]).to_dict()
+            candidate = metrics["candidate"]
             tmp = ws.data / ".model.new"
             copy_tree(model_dir, tmp)
             lineage = json.loads((tmp / schema.MODEL_LINEAGE).read_text())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 # --------------------------------------------------------------------------- columns
 EVENT_COLUMNS = ("event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s")
@@ -217,11 +217,6 @@ class RoundLayout:
     def kfp_root(self) -> Path:
         return self.staging / "kfp"
 
-    def find(self, art: Artifact) -> Path:
-        """The staged file while the round runs, the committed one after."""
-        staged = self.staged(art)
-        return staged if staged.exists() else self.kept(art)
-
 
 @dataclass(frozen=True)
 class WorkspaceLayout:
@@ -385,9 +380,6 @@ class RoundManifest:
             self.path = target
         return self
 
-    def reload(self) -> "RoundManifest":
-        return RoundManifest.load(self.path)
-
     def update(self, **info) -> "RoundManifest":
         """Set round fields (`batch`, `decision`, `promoted`, …; other names are kept as extra
         keys) and save."""
@@ -423,9 +415,6 @@ class RoundManifest:
 
     def seconds(self) -> dict[str, float]:
         return {k: self.stages[k].seconds for k in STAGES if k in self.stages and self.stages[k].seconds is not None}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stages)
 
     # what the stages recorded
     @property

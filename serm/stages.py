@@ -127,7 +127,8 @@ def cost_ledger(round_no: int, report: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- check
-CHECKED_COLUMNS = ["query_id", "doc_id", "grade", "agreement", "status", "round", "policy_hash"]
+# What the label suite validates: the label contract less the readable voter/reason columns.
+CHECKED_COLUMNS = [c for c in schema.LABEL_COLUMNS if c not in ("agents", "why")]
 
 
 def check(labels, known_query_ids: set, known_doc_ids: set, spec, abstention=None, history_grades=None,
