@@ -113,12 +113,11 @@ def prepare(repo: str, rev: str, policy_path: str, dvc_remote: str, force: bool,
     the round manifest, the stream pairs with their Feast features) is the output. Returns
     whether the round goes on (the trigger fired, or `force`)."""
     from serm import featurestore, versioning
-    from serm.data import xquad
     from serm.files import write_parquet
 
     r, batch_no = runner(repo, rev, policy_path, dvc_remote)
     seed_ts, _ = _history_times(r.ws)
-    featurestore.ingest_documents(r.ws.root, xquad.documents(), seed_ts)
+    featurestore.ingest_documents(r.ws.root, r.documents(), seed_ts)
     r.record(batch=batch_no, policy=policy_path, policy_hash=r.policy.hash(), base=versioning.git(r.ws, "rev-parse", "HEAD"))
     ing = r.ingest(batch_no)
     go = r.decide_trigger(r.drift(ing["pairs"]), force)["run_pipeline"]
@@ -280,7 +279,7 @@ def _history_times(ws):
 
 
 def rebuild_features(ws, batch: Path) -> None:
-    """This step's Feast store from versioned data: the packaged documents, the seed set (its
+    """This step's Feast store from versioned data: the workspace's documents, the seed set (its
     queries as impressions; only their text is read from it), every committed batch and this
     one, each stamped when it was ingested."""
     from datetime import datetime
@@ -292,7 +291,7 @@ def rebuild_features(ws, batch: Path) -> None:
     from serm.schema import RoundManifest
 
     seed_ts, rounds = _history_times(ws)
-    featurestore.ingest_documents(ws.root, xquad.documents(), seed_ts)
+    featurestore.ingest_documents(ws.root, history.documents(ws, fallback=xquad.documents), seed_ts)
     seed = history.seed_set(ws)
     featurestore.ingest_events(ws.root, pd.DataFrame({
         "event_id": [f"seed-{i}" for i in range(len(seed))], "ts": seed_ts, "query_id": seed["query_id"],

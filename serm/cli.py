@@ -136,6 +136,39 @@ def cmd_evolve(args) -> int:
     return 0
 
 
+def cmd_ingest(args) -> int:
+    from serm import ingest
+    from serm.errors import DataError
+    from serm.evolve import init_workspace
+    from serm.policy import load_policy
+    from serm.workspace import Workspace
+
+    if not args.files and not args.documents:
+        raise DataError("nothing to ingest: name event files (and/or --documents FILE)")
+    policy_path = _policy_path(args)
+    policy = load_policy(policy_path)
+    ws = Workspace.at(args.workspace)
+    with ws.lock(wait=args.wait):
+        init_workspace(ws, policy, policy_path)
+        result = ingest.ingest(ws, policy, [Path(f) for f in args.files], Path(args.documents) if args.documents else None)
+    pending = ingest.pending_batches(ws)
+    print(f"{len(result['files'])} file(s) ingested, {result['skipped']} already ingested, "
+          f"{len(result['refused'])} refused; {len(pending)} batch(es) waiting for `serm evolve`"
+          + (f" ({', '.join(map(str, pending))})" if pending else ""))
+    return 2 if result["refused"] else 0
+
+
+def cmd_watch(args) -> int:
+    from serm.policy_schema import parse_duration
+    from serm.watch import watch
+
+    from pipelines.evolution import run_local
+
+    interval = parse_duration(args.interval)
+    return watch(args.workspace, _policy_path(args), inbox=args.inbox, interval=interval,
+                 run_pipeline=None if args.in_process else run_local, force=args.force, once=args.once)
+
+
 def cmd_drift(args) -> int:
     from monitoring.preview import format_preview, preview
     from serm.workspace import Workspace
@@ -165,6 +198,12 @@ def cmd_status(args) -> int:
     print(f"production  v{st.get('production')} (round {st.get('production_round')})")
     print(f"rounds done {st.get('rounds_done')}; next stream batch {st.get('next_batch')}")
     lay = WorkspaceLayout(ws.root)
+    if st.get("source") == "files":
+        from serm import ingest
+
+        waiting = ingest.pending_batches(ws)
+        print(f"source      files: {len(ingest.read_index(lay)['files'])} file(s) ingested, {len(waiting)} batch(es) "
+              "waiting" + (f" ({', '.join(map(str, waiting))}; `serm evolve` runs them)" if waiting else ""))
     for r in lay.staged_rounds():
         rl = lay.round(r)
         man = RoundManifest.maybe(rl.manifest)
@@ -209,18 +248,22 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_escalations_list(args) -> int:
+    from serm import schema
     from serm.annotation import escalations
     from serm.workspace import Workspace
 
     ws = Workspace.at(args.workspace)
     queue, resolved = escalations.read_queue(ws.data), escalations.read_resolved(ws.data)
     waiting = escalations.pending(resolved)
-    print(f"{len(queue)} escalation(s) open, {len(resolved)} resolved ({len(waiting)} not trained on yet)")
+    tests = int((queue.purpose == schema.TEST).sum())
+    asked = f", {tests} test request(s) open" if tests else ""
+    print(f"{len(queue) - tests} escalation(s) open{asked}, {len(resolved)} resolved "
+          f"({len(waiting)} not trained on yet)")
     if len(queue):
         by_round = queue.groupby("round").size().to_dict()
         print("open by round: " + ", ".join(f"r{r}: {n}" for r, n in sorted(by_round.items())))
         for r in queue.head(args.show).itertuples(index=False):
-            print(f"  {r.query_id} / {r.doc_id} (round {r.round}): {r.why} [{r.agents}]")
+            print(f"  {r.query_id} / {r.doc_id} (round {r.round}, {r.purpose}): {r.why} [{r.agents}]")
     return 0
 
 
@@ -250,10 +293,11 @@ def cmd_escalations_import(args) -> int:
         rounds.recover(ws)
         resolutions, still_open = escalations.parse_resolutions(Path(args.file), escalations.read_queue(ws.data))
         result = escalations.apply_resolutions(ws.data, resolutions, Path(args.file).name)
-        sha = versioning.commit_version(ws, f"serm: {result['resolved']} escalation(s) resolved by reviewers "
-                                            f"({Path(args.file).name})")
-    print(f"imported {result['resolved']} grade(s) from {args.file} ({still_open} left blank); "
-          f"{result['queue_left']} escalation(s) still open; commit {sha[:10]}. The next round trains on them.")
+        sha = versioning.commit_version(ws, f"serm: {result['resolved']} escalation(s) and {result['test_labels']} "
+                                            f"test label(s) from reviewers ({Path(args.file).name})")
+    print(f"imported {result['resolved'] + result['test_labels']} grade(s) from {args.file} ({still_open} left "
+          f"blank): {result['resolved']} escalation(s), which the next round trains on, and {result['test_labels']} "
+          f"test label(s), which join the evolving test set; {result['queue_left']} escalation(s) still open; commit {sha[:10]}")
     return 0
 
 
@@ -346,10 +390,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("init", help="make a workspace (git + DVC + Feast) and train the seed model v0")
     ws_args(sp)
     sp.set_defaults(fn=cmd_init)
-    sp = sub.add_parser("evolve", help="run one evolution round on the next stream batch")
+    sp = sub.add_parser("evolve", help="run an evolution round on the next stream batch (files source: one round "
+                        "per ingested batch waiting)")
     ws_args(sp)
     sp.add_argument("--force", action="store_true", help="run the pipeline even if the drift trigger does not fire")
     sp.set_defaults(fn=cmd_evolve)
+    sp = sub.add_parser("ingest", help="validate log files (events) and documents into a files workspace: "
+                        "bad rows quarantined, each file one batch (or cut by ts), a new data version")
+    sp.add_argument("files", nargs="*", metavar="FILE", help="event files: .parquet, .csv or .jsonl with columns "
+                    "event_id, ts, query_id, query, locale, doc_id, position, clicked, dwell_s "
+                    "(+ optional session_id, served_score)")
+    sp.add_argument("--documents", metavar="FILE", help="documents to add or update (doc_id, title, text, locale "
+                    "+ any columns), ingested before the events")
+    ws_args(sp)
+    sp.set_defaults(fn=cmd_ingest)
+    sp = sub.add_parser("watch", help="run by itself: new inbox files -> ingest -> drift -> trigger -> round, "
+                        "until SIGTERM/Ctrl-C")
+    ws_args(sp, wait=False)
+    sp.add_argument("--inbox", help="folder to watch (default: the policy's data.inbox, else WORKSPACE/inbox)")
+    sp.add_argument("--interval", default="60s", help="pause between looks at the inbox (90s, 5m, 1h; default 60s)")
+    sp.add_argument("--once", action="store_true", help="one pass (ingest what is there, run its rounds), then exit")
+    sp.add_argument("--force", action="store_true", help="run every round's pipeline even if drift does not trigger")
+    sp.add_argument("--in-process", action="store_true", help="run the rounds' stages in this process instead of "
+                    "through kfp.local")
+    sp.set_defaults(fn=cmd_watch)
     sp = sub.add_parser("drift", help="drift of the next batch vs the reference and the trigger decision "
                         "(starts no round, writes nothing to data/)")
     ws_args(sp, wait=False)

@@ -54,54 +54,82 @@ def init_workspace(ws: Workspace, policy, policy_path: Path, log=print) -> None:
 
 
 def evolve(root: str | Path, policy_path: str | Path, force: bool = False, wait: bool = False, log=print,
-           run_pipeline=None) -> dict:
-    """One round. `run_pipeline(workspace, round_no, policy_path, pipeline_root, log_path)` runs
-    mine → promote (e.g. `pipelines.evolution.run_local`); None runs them in this process."""
-    from serm import round as rounds, schema, versioning
+           run_pipeline=None) -> list[dict]:
+    """Evolve on what is waiting: one round on the next stream batch of a simulated source, or
+    one round per pending ingested batch of a `files` source (none pending: nothing to do).
+    `run_pipeline(workspace, round_no, policy_path, pipeline_root, log_path)` runs mine →
+    promote (e.g. `pipelines.evolution.run_local`); None runs them in this process. Returns
+    each round's outcome (`run_round`)."""
     from serm.policy import load_policy
-    from serm.report import summary_lines
 
     ws = Workspace.at(root)
     policy_path = Path(policy_path).resolve()
     policy = load_policy(policy_path)
-    lay = schema.WorkspaceLayout(ws.root)
     with ws.lock(wait=wait):
         init_workspace(ws, policy, policy_path, log)
-        state = ws.state()
-        round_no, batch_no = state["rounds_done"] + 1, state["next_batch"]
-        for old in lay.staged_rounds():
-            if old <= state["rounds_done"]:
-                shutil.rmtree(lay.round(old).staging, ignore_errors=True)  # committed, but killed before its clean-up
-        runner = rounds.RoundRunner(ws, policy, round_no, log)
-        resumed = runner.begin(batch_no, str(policy_path), versioning.git(ws, "rev-parse", "HEAD"))
-        log(f"[round {round_no}] {'resuming' if resumed else 'starting'}: stream batch {batch_no}, "
-            f"production v{state['production']}, policy {policy.name} ({policy.hash()})")
+        return evolve_pending(ws, policy, policy_path, force, log, run_pipeline)
 
-        ing = runner.ingest(batch_no)
-        drift = runner.drift(ing["pairs"])
-        if runner.decide_trigger(drift, force)["run_pipeline"]:
-            t0 = time.perf_counter()
-            rl = runner.layout
-            if run_pipeline is None:
-                log("[pipeline] running mine → annotate → check → train → evaluate → promote in this process")
-                runner.run_pipeline()
-                log(f"[pipeline] finished in {time.perf_counter() - t0:.0f}s")
-            else:
-                log(f"[pipeline] running mine → annotate → check → train → evaluate → promote with kfp.local "
-                    f"(full log: {rl.kfp_log})")
-                run_pipeline(str(ws.root), round_no, str(policy_path), str(rl.kfp_root), str(rl.kfp_log))
-                log(f"[pipeline] kfp.local run finished in {time.perf_counter() - t0:.0f}s")
-        else:
-            runner.keep()
+
+def evolve_pending(ws: Workspace, policy, policy_path: Path, force: bool = False, log=print,
+                   run_pipeline=None) -> list[dict]:
+    """`evolve`'s rounds, the workspace lock already held by the caller."""
+    from serm.sources import open_source
+
+    source = open_source(policy)
+    if source.simulated:
+        return [run_round(ws, policy, policy_path, force, log, run_pipeline)]
+    outcomes = []
+    while source.pending(ws):
+        outcomes.append(run_round(ws, policy, policy_path, force, log, run_pipeline))
+    if not outcomes:
+        log("[evolve] no ingested batch is waiting: nothing to do (`serm ingest FILE` adds one)")
+    return outcomes
+
+
+def run_round(ws: Workspace, policy, policy_path: Path, force: bool = False, log=print, run_pipeline=None) -> dict:
+    """One round on the next batch, resuming one in progress; the lock is the caller's.
+    Returns {round, batch, promoted, production, reason, report}."""
+    from serm import round as rounds, schema, versioning
+    from serm.report import summary_lines
+
+    lay = schema.WorkspaceLayout(ws.root)
+    state = ws.state()
+    round_no, batch_no = state["rounds_done"] + 1, state["next_batch"]
+    for old in lay.staged_rounds():
+        if old <= state["rounds_done"]:
+            shutil.rmtree(lay.round(old).staging, ignore_errors=True)  # committed, but killed before its clean-up
+    runner = rounds.RoundRunner(ws, policy, round_no, log)
+    resumed = runner.begin(batch_no, str(policy_path), versioning.git(ws, "rev-parse", "HEAD"))
+    log(f"[round {round_no}] {'resuming' if resumed else 'starting'}: stream batch {batch_no}, "
+        f"production v{state['production']}, policy {policy.name} ({policy.hash()})")
+
+    ing = runner.ingest(batch_no)
+    drift = runner.drift(ing["pairs"])
+    if runner.decide_trigger(drift, force)["run_pipeline"]:
+        t0 = time.perf_counter()
         rl = runner.layout
-        if not rl.committed_manifest.exists() or ws.state()["rounds_done"] < round_no:
-            raise WorkspaceError(f"round {round_no} did not finish; run `serm evolve` again to resume it")
-        # The round is committed: keep the pipeline's full log beside the workspace, drop staging.
-        logs = ws.dot / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        if rl.kfp_log.exists():
-            shutil.copy2(rl.kfp_log, logs / f"{schema.round_name(round_no)}-{schema.KFP_LOG}")
-        shutil.rmtree(rl.staging, ignore_errors=True)
-        log("\n".join(summary_lines(rl.committed)))
-        log(f"report: {rl.report}")
-        return {"round": round_no, "report": str(rl.report)}
+        if run_pipeline is None:
+            log("[pipeline] running mine → annotate → check → train → evaluate → promote in this process")
+            runner.run_pipeline()
+            log(f"[pipeline] finished in {time.perf_counter() - t0:.0f}s")
+        else:
+            log(f"[pipeline] running mine → annotate → check → train → evaluate → promote with kfp.local "
+                f"(full log: {rl.kfp_log})")
+            run_pipeline(str(ws.root), round_no, str(policy_path), str(rl.kfp_root), str(rl.kfp_log))
+            log(f"[pipeline] kfp.local run finished in {time.perf_counter() - t0:.0f}s")
+    else:
+        runner.keep()
+    rl = runner.layout
+    if not rl.committed_manifest.exists() or ws.state()["rounds_done"] < round_no:
+        raise WorkspaceError(f"round {round_no} did not finish; run `serm evolve` again to resume it")
+    # The round is committed: keep the pipeline's full log beside the workspace, drop staging.
+    logs = ws.dot / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    if rl.kfp_log.exists():
+        shutil.copy2(rl.kfp_log, logs / f"{schema.round_name(round_no)}-{schema.KFP_LOG}")
+    shutil.rmtree(rl.staging, ignore_errors=True)
+    log("\n".join(summary_lines(rl.committed)))
+    log(f"report: {rl.report}")
+    man = schema.RoundManifest.load(rl.committed_manifest)
+    return {"round": round_no, "batch": batch_no, "promoted": bool(man.promoted), "reason": man.reason,
+            "evolved": man.evolved, "production": ws.state()["production"], "report": str(rl.report)}

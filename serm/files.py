@@ -46,10 +46,10 @@ def write_parquet(df, path: Path) -> Path:
     return path
 
 
-def read_parquet(path: Path):
+def read_parquet(path: Path, columns: list[str] | None = None):
     import pandas as pd
 
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, columns=columns)
 
 
 def copy_tree(src: Path, dst: Path) -> None:

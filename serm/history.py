@@ -37,6 +37,32 @@ def test_sets(ws):
     return read_parquet(ws.layout.tests)
 
 
+def evolving_tests(ws, locale: str | None = None):
+    """Reviewed test labels (a `files` source's evolving test set), of one locale if given."""
+    from serm.annotation.escalations import read_test_labels
+
+    tests = read_test_labels(ws.data)
+    return tests[tests.locale == locale].reset_index(drop=True) if locale is not None else tests
+
+
+def test_query_ids(ws) -> set:
+    """Every query of a test set (fixed or reviewed, or requested for review): never trained on."""
+    from serm.annotation.escalations import read_queue
+
+    queue = read_queue(ws.data)
+    ids = set(test_sets(ws)["query_id"]) | set(evolving_tests(ws)["query_id"])
+    return ids | set(queue.loc[queue.purpose == schema.TEST, "query_id"])
+
+
+def documents(ws, fallback=None):
+    """The workspace's document catalogue (`data/documents.parquet`); `fallback()` for a
+    workspace made before the catalogue was kept there."""
+    path = ws.layout.documents
+    if path.exists() or fallback is None:
+        return read_parquet(path)
+    return fallback()
+
+
 def grade_history(ws):
     """Every grade trained on so far (seed set + committed labels): the label checks' reference
     distribution."""

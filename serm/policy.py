@@ -29,6 +29,7 @@ from serm.policy_schema import (
     ClickSpec,
     CombineSpec,
     DataSpec,
+    FilesData,
     DetectorSpec,
     DetectorType,
     DriftSpec,
@@ -40,6 +41,7 @@ from serm.policy_schema import (
     Policy,
     PrefilterSpec,
     PromotionSpec,
+    SimulatedData,
     TrainingSpec,
     TriggerSpec,
     VersioningSpec,
@@ -48,7 +50,7 @@ from serm.policy_schema import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "DETECTOR_COLUMNS", "DETECTOR_TYPES", "MAX_POLICY_BYTES", "AgentSpec", "AgreementSpec",
-    "AnnotationSpec", "CandidateSpec", "ChecksSpec", "ClickSpec", "CombineSpec", "DataSpec", "DetectorSpec",
+    "AnnotationSpec", "CandidateSpec", "ChecksSpec", "ClickSpec", "CombineSpec", "DataSpec", "DetectorSpec", "FilesData", "SimulatedData",
     "DetectorType", "DriftSpec", "Duration", "EvaluationSpec", "HumanSpec", "MiningSpec", "ModelSpec", "Policy",
     "PolicyError", "PrefilterSpec", "PromotionSpec", "TrainingSpec", "TriggerSpec", "VersioningSpec", "duration",
     "load_policy", "parse_policy",
@@ -178,4 +180,6 @@ def load_policy(path: str | Path) -> Policy:
     except RecursionError:
         raise PolicyError(source, [("", "the YAML nests too deeply to read",
                                     "a policy is a few levels deep: look for unclosed [ or {")]) from None
-    return parse_policy(raw, source)
+    policy = parse_policy(raw, source)
+    policy._base_dir = path.resolve().parent
+    return policy

@@ -30,6 +30,7 @@ HINTS = {
     "list_type": "use a YAML list: [a, b] or '- a' lines",
     "dict_type": "use a YAML mapping: {key: value}",
     "model_type": "use a YAML mapping: {key: value}",
+    "model_attributes_type": "use a YAML mapping: {key: value}",
     "string_type": "use a string",
     "tuple_type": "use a YAML list",
     "too_long": "remove the extra entries",
@@ -41,6 +42,12 @@ HINTS = {
     "duration": "write a duration: 90s, 30m, 6h, 1d, 1w (a bare number is seconds)",
 }
 DEFAULT_HINT = "see policies/default.yaml for a working example"
+# Tagged unions put the chosen member's tag in an error's location (`data.files.documents`);
+# the policy's author wrote `data.documents`, so the tag is left out of the path.
+UNION_TAGS = {"data": ("simulated", "files")}
+SOURCE_HINT = ("simulated: the shipped XQuAD stream, or a judgments file replayed as a stream "
+               "(data.judgments); files: your own documents, judgments and event logs "
+               "(data.documents, data.seed_judgments, data.static_test; see examples/own-data/policy.yaml)")
 
 
 def show(value) -> str:
@@ -53,6 +60,8 @@ def show(value) -> str:
 def field_path(loc: tuple) -> str:
     """`("mining", "agents", 1, "measure")` -> `mining.agents[1].measure`."""
     out = ""
+    if len(loc) > 1 and loc[1] in UNION_TAGS.get(loc[0], ()):
+        loc = (loc[0], *loc[2:])
     for part in loc:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
@@ -102,6 +111,12 @@ def error_rows(exc: ValidationError) -> list[tuple[str, str, str]]:
         field = field_path(loc)
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
+        if err["type"] == "union_tag_invalid":
+            tag = err["ctx"]["discriminator"].strip("'")
+            got = value.get(tag) if isinstance(value, dict) else value
+            msg = f"unknown {tag} {show(got)}; valid: {err['ctx']['expected_tags']}"
+            rows.append((join_path(field, tag), msg, SOURCE_HINT))
+            continue
         if err["type"] == "model_type":
             msg = f"should be a mapping of fields (got {type(value).__name__})"
         elif "input" in err and err["type"] != "missing" and _shows_input(value):

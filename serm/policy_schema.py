@@ -15,7 +15,8 @@ import math
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from serm.policy_errors import HINTS, error_rows, field_path, join_path, raise_rows, show
@@ -45,26 +46,78 @@ class ClickSpec(_Strict):
         return v
 
 
-class DataSpec(_Strict):
-    source: Literal["xquad"] = "xquad"
-    seed_locale: str = "en"
-    stream_locales: list[str] = Field(default_factory=lambda: ["es", "de", "tr"], min_length=1)
+class SimulatedData(_Strict):
+    """A simulated stream over judged data: the shipped XQuAD (`judgments` unset) or any
+    judgments file. Queries fall into groups (`shift`: by locale, by another column's value,
+    or by file order); the seed group trains v0, each stream group arrives in batches, clicks
+    come from a click model on the hidden grades, held-out queries of each group are its test."""
+
+    source: Literal["simulated"] = "simulated"
+    judgments: str | None = Field(None, description="a judgments file (parquet, CSV, JSONL; relative to the "
+                                  "policy file); unset = the shipped XQuAD")
+    shift: Literal["locale", "column", "order"] = Field(
+        "locale", description="how the stream drifts: by locale, by the values of shift_column, or in file order")
+    shift_column: str | None = Field(None, description="shift: column — the judgments column whose values are the groups")
+    seed_locale: str = Field("en", description="the seed group: a locale (or a shift_column value)")
+    stream_locales: list[str] = Field(default_factory=lambda: ["es", "de", "tr"], min_length=1,
+                                      description="the groups the stream brings, one per batch in turn")
     queries_per_batch: int = Field(200, ge=1)
     seed_queries: int = Field(200, ge=10)
     test_queries: int = Field(80, ge=5)
     candidates: CandidateSpec = Field(default_factory=CandidateSpec)
     clicks: ClickSpec = Field(default_factory=ClickSpec)
 
-    @model_validator(mode="after")
-    def _locales(self):
-        from serm.data.xquad import LOCALES
+    @property
+    def xquad(self) -> bool:
+        return self.judgments is None
 
-        for loc in [self.seed_locale, *self.stream_locales]:
-            if loc not in LOCALES:
-                raise ValueError(f"unknown locale {loc!r}; XQuAD has {', '.join(LOCALES)}")
-        if self.seed_locale in self.stream_locales:
+    @model_validator(mode="after")
+    def _groups(self):
+        if self.shift == "column" and not self.shift_column:
+            raise ValueError("shift: column needs shift_column, the judgments column whose values are the groups")
+        if self.shift != "column" and self.shift_column:
+            raise ValueError(f"shift_column is read only with shift: column (shift is {self.shift!r})")
+        if self.xquad:
+            from serm.data.xquad import LOCALES
+
+            if self.shift != "locale":
+                raise ValueError("the shipped XQuAD shifts by locale; set `judgments` to simulate another shift")
+            for loc in [self.seed_locale, *self.stream_locales]:
+                if loc not in LOCALES:
+                    raise ValueError(f"unknown locale {loc!r}; XQuAD has {', '.join(LOCALES)}")
+        if self.shift != "order" and self.seed_locale in self.stream_locales:
             raise ValueError(f"seed_locale {self.seed_locale!r} must not also be a stream locale")
         return self
+
+
+class FilesData(_Strict):
+    """A team's own data: a document catalogue, judged seed pairs, a static test set, and log
+    events ingested from files (`serm ingest`, or `serm watch` on the inbox)."""
+
+    source: Literal["files"]
+    documents: str = Field(description="documents file: doc_id, title, text, locale (+ any columns, kept)")
+    seed_judgments: str = Field(description="judgments that train the first model (v0)")
+    static_test: str = Field(description="judgments of the static test set (never trained on)")
+    inbox: str | None = Field(None, description="folder `serm watch` takes event files from; default WORKSPACE/inbox")
+    batching: Literal["file", "window"] = Field(
+        "file", description="file: each ingested file is one batch; window: events cut into batches by `ts`")
+    window: Duration = Field(86400.0, gt=0.0, description="batching: window — the width of a batch (e.g. 1d, 6h)")
+
+    @property
+    def xquad(self) -> bool:
+        return False
+
+
+def _data_source(value):
+    # `source: xquad` (before sources existed) is the simulated stream over the shipped XQuAD.
+    if isinstance(value, dict) and value.get("source", "simulated") in ("xquad", None):
+        return {**value, "source": "simulated"}
+    return value
+
+
+DataSpec = Annotated[SimulatedData | FilesData, Field(discriminator="source"), BeforeValidator(_data_source)]
+DATA_SOURCES = ("simulated", "files")
+PATH_FIELDS = {"simulated": ("judgments",), "files": ("documents", "seed_judgments", "static_test", "inbox")}
 
 
 # --------------------------------------------------------------------------- drift
@@ -121,6 +174,16 @@ def _parse_duration(value):
     if m is None:
         raise PydanticCustomError("duration", "not a duration: use 90s, 30m, 6h, 1d or 1w, or a number of seconds")
     return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+
+
+def parse_duration(value) -> float:
+    """Seconds of a duration given on a command line ('60s', '5m'); `DataError` if it is none."""
+    from serm.errors import DataError
+
+    try:
+        return float(_parse_duration(value))
+    except PydanticCustomError:
+        raise DataError(f"{value!r} is not a duration: use 90s, 30m, 6h, 1d or 1w, or a number of seconds") from None
 
 
 def duration(seconds: float) -> str:
@@ -272,7 +335,10 @@ class AgreementSpec(_Strict):
 
 
 class HumanSpec(_Strict):
-    budget: int = Field(40, ge=0)
+    budget: int = Field(40, ge=0, description="pairs people grade per round")
+    test_share: float = Field(0.5, ge=0.0, le=1.0, description="files source: the share of the budget asked "
+                              "as test labels (whole queries of the batch, kept for the evolving test set, never "
+                              "trained on); the rest goes to escalations. Simulated streams have fixed test sets")
 
 
 class AnnotationSpec(_Strict):
@@ -323,6 +389,14 @@ class ModelSpec(_Strict):
                           "pays off on a GPU over large batches; compiling costs tens of seconds once")
 
 
+class UnclickedNegativesSpec(_Strict):
+    """Skipped impressions as grade-0 training examples: a document shown above a clicked one,
+    never clicked over at least `min_impressions` impressions (the skip-above rule)."""
+
+    max_per_query: int = Field(0, ge=0, le=50, description="at most this many per query; 0 = off")
+    min_impressions: int = Field(2, ge=1)
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(2, ge=1, le=100)
     lr: float = Field(4e-5, gt=0.0, lt=1.0)
@@ -333,6 +407,7 @@ class TrainingSpec(_Strict):
     class_weighting: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed_epochs: int = Field(3, ge=1, le=100)
+    unclicked_negatives: UnclickedNegativesSpec = Field(default_factory=UnclickedNegativesSpec)
 
 
 class EvaluationSpec(_Strict):
@@ -350,6 +425,8 @@ class PromotionSpec(_Strict):
     metric: Literal["ndcg@4", "ndcg@10", "accuracy"] = "ndcg@4"
     min_gain: float = Field(0.002, ge=-1.0, le=1.0)
     max_static_regression: float = Field(0.01, ge=0.0, le=1.0)
+    min_test_queries: int = Field(20, ge=1, description="promote only when every test set has this many "
+                                  "queries: never promote on noise")
 
 
 class VersioningSpec(_Strict):
@@ -367,7 +444,7 @@ class VersioningSpec(_Strict):
 class Policy(_Strict):
     name: str
     seed: int = Field(13, ge=0, le=2**31 - 1, description="numpy and torch need 0 <= seed + round < 2**32")
-    data: DataSpec = Field(default_factory=DataSpec)
+    data: DataSpec = Field(default_factory=SimulatedData)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     mining: MiningSpec
     annotation: AnnotationSpec
@@ -377,6 +454,18 @@ class Policy(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     versioning: VersioningSpec = Field(default_factory=VersioningSpec)
+
+    # The folder of the policy file: relative data paths are read from there (`resolve`).
+    _base_dir: Any = PrivateAttr(None)
+
+    def resolve(self, value: str | None):
+        """A path the policy names (data files, the inbox), relative to the policy file."""
+        from pathlib import Path
+
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or self._base_dir is None else Path(self._base_dir) / path
 
     def hash(self) -> str:
         """Stable short hash of the validated policy (recorded on every label and model)."""

@@ -29,12 +29,13 @@ import json
 import shutil
 import time
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 from serm import history, schema, stages
-from serm.errors import DataError
 from serm.files import atomic_write_json, copy_tree, read_parquet, write_parquet
 from serm.schema import LabelStatus, RoundManifest, RoundMetrics
+from serm.sources import open_source
 
 
 def _log_default(msg: str) -> None:
@@ -53,8 +54,20 @@ class RoundRunner:
 
     def __init__(self, ws, policy, round_no: int, log=_log_default):
         self.ws, self.policy, self.round_no, self.log = ws, policy, round_no, log
+        self._documents = None
         self.workspace = schema.WorkspaceLayout(ws.root)
         self.layout = self.workspace.round(round_no)
+
+    @cached_property
+    def source(self):
+        """The policy's data source (`serm.sources`), opened when a stage first needs it."""
+        return open_source(self.policy)
+
+    def documents(self):
+        """The workspace's catalogue, read once per runner (data/ changes only at commit)."""
+        if self._documents is None:
+            self._documents = history.documents(self.ws, fallback=self.source.documents)
+        return self._documents
 
     # ------------------------------------------------------------------ manifest + resume
     @property
@@ -112,7 +125,7 @@ class RoundRunner:
         write_parquet(served.quarantine, self.layout.staged(schema.QUARANTINE))
         write_parquet(served.frame, self.layout.staged(schema.QUERY_FRAME))
         counts = featurestore.ingest_events(self.ws.root, served.events, now)
-        self.log(f"[ingest] batch {batch_no} ({locale}): {served.counts['valid']} events "
+        self.log(f"[ingest] {self.source.kind} batch {batch_no} ({locale}): {served.counts['valid']} events "
                  f"({served.counts['quarantined']} quarantined), {counts['pairs']} query-document pairs")
         return {"batch": batch_no, "locale": locale, **served.counts, "pairs": counts["pairs"],
                 "queries": counts["queries"], "ingested_at": now.isoformat()}
@@ -147,11 +160,10 @@ class RoundRunner:
         """The batch's pairs with their text and Feast pair features (`events`: the batch's
         events; by default this round's ingested ones)."""
         from serm import featurestore
-        from serm.data import xquad
 
         events = read_parquet(self.layout.staged(schema.EVENTS)) if events is None else events
         return stages.stream_pairs(events, lambda keys: featurestore.online_features(self.ws.root, "pair_features", keys),
-                                   xquad.documents())
+                                   self.documents())
 
     def _in(self, folder: Path | None, art: schema.Artifact) -> Path:
         return Path(folder) / art.name if folder is not None else self.layout.staged(art)
@@ -164,6 +176,10 @@ class RoundRunner:
 
         events = read_parquet(self._in(batch, schema.EVENTS))
         pairs = self.stream_pairs(events) if pairs is None else pairs
+        # A test query is never mined: neither one of a test set nor one this round asks reviewers to label.
+        tests = self._test_requests(events)
+        never = history.test_query_ids(self.ws) | (set() if tests is None else set(tests.query_id))
+        pairs = pairs[~pairs.query_id.isin(never)]
         ctx = MiningContext(pairs=pairs, events=events[list(schema.IMPRESSION_COLUMNS)], reference_queries=history.training_queries(self.ws),
                             models=history.model_versions(self.ws, self.policy), proba=proba)
         cands, report = stages.mine(ctx, self.policy.mining, self.round_no, history.labelled_pairs(self.ws))
@@ -175,26 +191,41 @@ class RoundRunner:
                  f"agents picked {report['per_agent']}; selected {report['selected']} (budget {self.policy.mining.budget})")
         return report
 
+    def _test_requests(self, events):
+        """The whole queries of this batch reviewers are asked to label for the evolving test
+        (files source; None when simulated): drawn at random from the batch's queries before
+        mining, so the test set samples the traffic, not what the miners leave over. A pure
+        function of the batch, the committed history and the seed: mine (which excludes them)
+        and annotate (which queues them) draw the same."""
+        if self.source.simulated:
+            return None
+        spec = self.policy.annotation.human
+        exclude = history.test_query_ids(self.ws) | {q for q, _ in history.labelled_pairs(self.ws)}
+        return stages.test_requests(events, self.documents(), int(spec.budget * spec.test_share), exclude,
+                                    seed=[self.policy.seed, self.round_no])
+
     # ------------------------------------------------------------------ annotate
     def annotate(self, candidates: Path, batch: Path | None = None) -> dict:
         return self.run("annotate", lambda: self._annotate(Path(candidates), batch))
 
     def _annotate(self, candidates: Path, batch) -> dict:
-        from serm import simulation
         from serm.annotation import escalations
         from serm.annotation.base import AnnotationContext
         from serm.annotation.cache import VoteCache
-        from serm.annotation.human import SimulatedHuman
-        from serm.data import xquad
 
         policy, spec, r = self.policy, self.policy.annotation, self.round_no
         cands = read_parquet(candidates)
-        events = read_parquet(self._in(batch, schema.EVENTS))[list(schema.IMPRESSION_COLUMNS)]
+        all_events = read_parquet(self._in(batch, schema.EVENTS))
+        events = all_events[list(schema.IMPRESSION_COLUMNS)]
         reviews = escalations.read_resolved(self.ws.data)
-        ctx = AnnotationContext(pairs=cands, documents=xquad.documents(), seed=policy.seed + r, events=events,
+        documents = self.documents()
+        ctx = AnnotationContext(pairs=cands, documents=documents, seed=policy.seed + r, events=events,
                                 resolved=reviews, models=history.model_loader(self.ws, policy))
-        truth = simulation.hidden_grade(policy)   # the simulated reviewer's, and the diagnostics
-        human = SimulatedHuman(spec.human.budget, truth)
+        truth = self.source.truth()    # simulation only: the simulated reviewer's, and the diagnostics
+        # A files source has no simulated reviewer: its human grades come from imported reviews,
+        # and part of the human budget asks reviewers for test labels.
+        human = self.source.reviewer(spec.human.budget)
+        tests = self._test_requests(all_events)
         audits = history.audit_frame(self.ws, spec.agreement.intra_min_share) \
             if spec.agreement.reliability == "human_audit" else None
         cache = VoteCache(self.workspace.vote_cache) if spec.cache else None
@@ -207,28 +238,42 @@ class RoundRunner:
                 cache.close()
         write_parquet(votes, self.layout.staged(schema.VOTES))
         write_parquet(labels, self.layout.staged(schema.LABELS))
-        write_parquet(escalations.queue_rows(open_esc, cands, r), self.layout.staged(schema.ESCALATIONS))
+        queue = escalations.queue_rows(open_esc, cands, r)
+        if tests is not None and len(tests):
+            import pandas as pd
+
+            queue = pd.concat([queue, escalations.queue_rows(tests, tests, r, schema.TEST)], ignore_index=True)
+        report["test_requests"] = {"pairs": 0 if tests is None else int(len(tests)),
+                                   "queries": 0 if tests is None else int(tests.query_id.nunique())}
+        write_parquet(queue, self.layout.staged(schema.ESCALATIONS))
         atomic_write_json(self.layout.staged(schema.ANNOTATION_REPORT), report)
         atomic_write_json(self.layout.staged(schema.COST_LEDGER), stages.cost_ledger(r, report))
+        simulated = ", the rest by the simulated reviewer" if human is not None else ""
+        asked = report["test_requests"]
         self.log(f"[annotate] {report['candidates']} candidates: {report['accepted']} accepted, "
                  f"{report['human_resolved']} resolved by people ({report['reviewer_resolutions_trained']} from "
-                 f"imported reviews, the rest by the simulated reviewer), {report['escalated_open']} escalated and "
+                 f"imported reviews{simulated}), {report['escalated_open']} escalated and "
                  f"open, {report['rejected']} rejected; {report['cached_votes']} votes from the cache, "
-                 f"cost {report['cost']}")
+                 f"cost {report['cost']}" + (f"; {asked['pairs']} pairs of {asked['queries']} queries asked of "
+                                             "reviewers as test labels" if asked["pairs"] else ""))
         return {k: report[k] for k in ("candidates", "accepted", "human_resolved", "escalated_open", "rejected",
-                                       "cached_votes", "cost", "tokens")}
+                                       "cached_votes", "cost", "tokens", "test_requests")}
 
     # ------------------------------------------------------------------ check
     def check(self, labels: Path, annotation_report: Path | None = None) -> dict:
         return self.run("check", lambda: self._check(Path(labels), annotation_report))
 
     def _check(self, labels_path: Path, annotation_report: Path | None) -> dict:
-        from serm.data import xquad
+        from serm.annotation import escalations
 
         labels = read_parquet(labels_path)
         rep = Path(annotation_report) if annotation_report else labels_path.with_name(schema.ANNOTATION_REPORT.name)
         abstention = json.loads(rep.read_text()).get("level1_abstention") if rep.exists() else None
-        report = stages.check(labels, set(xquad.load_questions().query_id), set(xquad.load_paragraphs().doc_id),
+        # A label names a query the stream showed: this batch's, or an earlier one a reviewer graded.
+        events = self.layout.staged(schema.EVENTS)
+        shown = set(read_parquet(events, columns=["query_id"])["query_id"]) if events.exists() else set(labels.query_id)
+        shown |= set(escalations.read_resolved(self.ws.data)["query_id"])
+        report = stages.check(labels, shown, set(self.documents().doc_id),
                               self.policy.checks, abstention=abstention, history_grades=history.grade_history(self.ws),
                               out_path=self.layout.staged(schema.LABEL_CHECKS))
         n_ok = sum(r["success"] for r in report.results)
@@ -250,6 +295,13 @@ class RoundRunner:
         old = pd.concat([history.seed_set(self.ws)[keys], history.all_labels(self.ws)[keys]], ignore_index=True)
         ex = stages.replay(new, old, stages.replay_count(self.policy.training.replay_ratio, len(new)),
                            [self.policy.seed, self.round_no])
+        events = self.layout.staged(schema.EVENTS)
+        if self.policy.training.unclicked_negatives.max_per_query and events.exists():
+            skips = stages.skip_negatives(read_parquet(events), self.policy.training.unclicked_negatives,
+                                          exclude=history.labelled_pairs(self.ws) | set(zip(ex.query_id, ex.doc_id)))
+            ex = pd.concat([ex, skips.assign(source="skip")], ignore_index=True)
+        never = history.test_query_ids(self.ws)   # a test query never reaches training, whatever labelled it
+        ex = ex[~ex.query_id.isin(never)].reset_index(drop=True)
         ex["event_timestamp"] = pd.Timestamp.now(tz="UTC")
         feats = featurestore.historical_features(
             self.ws.root, ex[["query_id", "doc_id", "event_timestamp"]],
@@ -266,12 +318,13 @@ class RoundRunner:
     def _train(self, labels_path: Path, out: Path) -> dict:
         ex = self.training_examples(read_parquet(labels_path))
         production = self.ws.state()["production"]
-        n_new, n_replay = int((ex.source == "new").sum()), int((ex.source == "replay").sum())
-        self.log(f"[train] fine-tuning production v{production} on {n_new} new + {n_replay} replayed labels")
+        n_new, n_replay, n_skip = (int((ex.source == k).sum()) for k in ("new", "replay", "skip"))
+        self.log(f"[train] fine-tuning production v{production} on {n_new} new + {n_replay} replayed labels"
+                 + (f" + {n_skip} skipped impressions as grade 0" if n_skip else ""))
         model = history.load_model(self.ws.model_dir, self.policy)
         result = stages.train(model, ex, self.policy.training, self.policy.seed + self.round_no, log=self.log)
         lineage = {"parent": production, "round": self.round_no, "policy_hash": self.policy.hash(),
-                   "trained_on": {"new_labels": n_new, "replayed": n_replay}, "training": result.to_dict()}
+                   "trained_on": {"new_labels": n_new, "replayed": n_replay, "skip_negatives": n_skip}, "training": result.to_dict()}
         model.save(out, lineage=lineage)
         return {"pairs": result.pairs, "seconds": result.seconds, "best_epoch": result.best_epoch,
                 "train_loss": result.train_loss, "val_loss": result.val_loss, "device": result.device}
@@ -282,10 +335,9 @@ class RoundRunner:
 
     def _evaluate(self, model_dir: Path) -> dict:
         p = self.policy
-        tests = history.test_sets(self.ws)
         locale = self.manifest.locale
         ks = p.evaluation.k
-        sets, locales = stages.round_tests(tests, p.data.seed_locale, locale)
+        sets, locales = self.source.round_tests(self.ws, locale)
         cand = stages.evaluate(history.load_model(model_dir, p), sets, ks, p.promotion.metric, locales)
         prod = stages.evaluate(history.load_model(self.ws.model_dir, p), sets, ks, p.promotion.metric, locales)
         metrics = RoundMetrics(cand, prod).to_dict()
@@ -377,68 +429,67 @@ class RoundRunner:
 
 # --------------------------------------------------------------------------- serving a batch
 def serve_batch(ws, policy, batch_no: int, now: datetime | None = None):
-    """Stream batch `batch_no` as production serves it (simulation: candidates from the
-    shipped data, clicks from the click model). Writes nothing. Returns (Served, locale, now)."""
-    from serm import simulation
-    from serm.data import xquad
-
-    cands = simulation.batch_candidates(policy, batch_no)
-    if cands is None:
-        raise DataError(f"the stream is exhausted: batch {batch_no} has no queries left; "
-                        "add locales to data.stream_locales or lower data.queries_per_batch")
-    locale, _ = simulation.batch_plan(policy, batch_no)
+    """Stream batch `batch_no` as production serves it (the policy's source: a simulated
+    world's candidates and clicks, or an ingested log batch). Writes nothing. Returns
+    (Served, locale, now)."""
+    source = open_source(policy)
     now = now or datetime.now(timezone.utc)
-    served = stages.serve(history.load_model(ws.model_dir, policy), cands, policy.data.clicks, batch_no, policy.seed,
-                          now, set(xquad.documents().doc_id))
+    documents = history.documents(ws, fallback=source.documents)
+    served, locale = source.batch(ws, batch_no, history.load_model(ws.model_dir, policy), documents, now)
     return served, locale, now
 
 
 # --------------------------------------------------------------------------- bootstrap
 def bootstrap(ws, policy, log=_log_default) -> dict:
-    """First version: seed + test sets from the shipped data, the seed model (v0) trained on
-    the gold-graded seed set, documents and the seed queries' stream (batch 0) in Feast."""
-    from serm import featurestore, simulation
-    from serm.data import xquad
-    from serm.data.stream import simulate_clicks, validate_events
+    """First version from the policy's source: documents, seed and test sets into `data/`, the
+    seed model (v0) trained on the graded seed set, documents and the seed queries as served
+    (batch 0: the drift reference) in Feast."""
+    from serm import featurestore
+    from serm.data.stream import validate_events
     from serm.model.cross_encoder import RelevanceModel
     from serm.model.training import set_seed
+    from serm.sources import batch_locale
 
     lay = schema.WorkspaceLayout(ws.root)
+    source = open_source(policy)
     t0 = time.perf_counter()
-    log("[init] building seed and test sets from the shipped XQuAD data")
-    seed = simulation.seed_set(policy)
-    tests = simulation.test_sets(policy)
+    log(f"[init] building the documents, seed and test sets from the {source.kind} source")
+    first = source.first_data()
+    seed, docs = first.seed, first.documents
+    write_parquet(docs, lay.documents)
     write_parquet(seed, lay.seed_train)
-    write_parquet(tests, lay.tests)
-    docs = xquad.documents()
+    write_parquet(first.tests, lay.tests)
     now = datetime.now(timezone.utc)
     featurestore.ingest_documents(ws.root, docs, now)
 
-    log(f"[init] training the seed model on {len(seed)} gold pairs ({policy.data.seed_locale}), "
+    log(f"[init] training the seed model on {len(seed)} graded pairs ({seed.query_id.nunique()} queries), "
         f"base {policy.model.base_model}")
     set_seed(policy.seed)  # the fresh head starts from the same weights every init
     model = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     result = stages.train(model, seed, policy.training, policy.seed, epochs=policy.training.seed_epochs, log=log)
-    sets, locales = stages.round_tests(tests, policy.data.seed_locale, policy.data.stream_locales[0])
+    first_group = source.first_group if source.simulated else batch_locale(seed)
+    sets, locales = source.round_tests(ws, first_group)
     m = stages.evaluate(model, sets, policy.evaluation.k, policy.promotion.metric, locales)
     metrics = m.to_dict()
 
     # Batch 0: the seed queries as production serves them: the drift reference.
     score = model.expected_grade(model.score_frame(seed))
-    events = simulate_clicks(seed, score, policy.data.clicks, 0, policy.seed, now)
-    v = validate_events(events, set(docs.doc_id))
+    v = validate_events(source.seed_events(seed, score, now), set(docs.doc_id))
     featurestore.ingest_events(ws.root, v.valid, now)
     served = v.valid.merge(seed[["query_id", "doc_id"]].assign(score=score), on=["query_id", "doc_id"])
-    write_parquet(stages.query_frame(served), lay.seed_query_frame)
+    frame = stages.query_frame(served)
+    if not source.simulated:   # nobody clicked on a judged set: no engagement to drift from
+        frame[["ctr", "mean_click_position"]] = float("nan")
+    write_parquet(frame, lay.seed_query_frame)
 
     lineage = {"version": 0, "parent": None, "round": 0, "policy_hash": policy.hash(),
                "base_model": policy.model.base_model, "trained_on": {"seed_pairs": len(seed)},
                "training": result.to_dict()}
     model.save(ws.model_dir, metrics=metrics, lineage=lineage)
     atomic_write_json(ws.state_path, {"rounds_done": 0, "next_batch": 1, "production": 0,
-                                      "production_round": 0, "policy": policy.name})
+                                      "production_round": 0, "policy": policy.name, "source": source.kind})
     log(f"[init] seed model v0: static ndcg@4 {m.get(schema.STATIC, 'ndcg@4')}, "
-        f"{policy.data.stream_locales[0]} ndcg@4 {m.get(schema.EVOLVING, 'ndcg@4')} ({time.perf_counter() - t0:.0f}s)")
+        f"{first_group} ndcg@4 {m.get(schema.EVOLVING, 'ndcg@4')} ({time.perf_counter() - t0:.0f}s)")
     return {"metrics": metrics, "training": result.to_dict()}
 
 

@@ -26,6 +26,8 @@ from typing import Any, Mapping
 
 # --------------------------------------------------------------------------- columns
 EVENT_COLUMNS = ("event_id", "ts", "query_id", "query", "locale", "doc_id", "position", "clicked", "dwell_s")
+# Logged events may also carry these (kept when present): a session id, the engine's own score.
+EVENT_OPTIONAL_COLUMNS = ("session_id", "served_score")
 DOCUMENT_COLUMNS = ("doc_id", "title", "text", "locale")
 JUDGMENT_COLUMNS = ("query_id", "query", "doc_id", "doc_title", "doc_text", "grade", "locale")
 PAIR_KEY = ("query_id", "doc_id")
@@ -35,9 +37,13 @@ VOTE_COLUMNS = ("query_id", "doc_id", "agent", "sample", "grade", "rationale", "
 LEVEL1_COLUMNS = ("query_id", "doc_id", "agent", "grade", "intra_share")
 # `why`: a readable reason for the status; `agents`: each voter's level-1 grade.
 LABEL_COLUMNS = ("query_id", "doc_id", "grade", "agreement", "status", "agents", "why", "round", "policy_hash")
+# `purpose`: train (an escalation: the agents disagreed) or test (a test request: the grade joins
+# the evolving test set and is never trained on).
 ESCALATION_COLUMNS = ("query_id", "doc_id", "locale", "round", "query", "doc_title", "doc_text", "why", "agents",
-                      "escalated_at")
+                      "escalated_at", "purpose")
+TRAIN, TEST = "train", "test"
 REVIEW_COLUMNS = ("query_id", "doc_id", "grade", "reviewer", "source", "resolved_at", "trained_round")
+EVOLVING_TEST_COLUMNS = (*JUDGMENT_COLUMNS, "round", "reviewer", "source", "resolved_at")
 GRADES = (0, 1, 2, 3)
 
 
@@ -55,6 +61,21 @@ class LabelStatus(str, Enum):
 
 
 TRAINABLE = (LabelStatus.ACCEPTED.value, LabelStatus.HUMAN.value)
+
+
+def name_missing(missing, present, expected) -> str:
+    """Missing contract columns for an error message, each with the present column it was
+    probably meant to be: "query (found 'qeury': misspelt?), locale". Each unexpected column
+    is offered once, for the missing name it is closest to."""
+    from difflib import SequenceMatcher
+
+    unknown = [str(c) for c in present if c not in expected]
+    pairs = sorted(((SequenceMatcher(None, m, u).ratio(), m, u) for m in missing for u in unknown), reverse=True)
+    hint: dict = {}
+    for ratio, m, u in pairs:
+        if ratio >= 0.6 and m not in hint and u not in hint.values():
+            hint[m] = u
+    return ", ".join(f"{m} (found {hint[m]!r}: misspelt?)" if m in hint else m for m in missing)
 
 
 def trainable(labels):
@@ -160,6 +181,8 @@ KFP_LOG = "kfp.log"
 # In data/: the escalation queue and the reviewers' grades (append-only).
 ESCALATION_QUEUE_FILE = Path("escalations") / "queue.parquet"
 REVIEWS_FILE = Path("escalations") / "resolved.parquet"
+# The evolving test set of a `files` source: reviewed test requests, per locale, never trained on.
+EVOLVING_TESTS_FILE = Path("test") / "evolving.parquet"
 # A model directory's own files (serm.model.cross_encoder writes them; config.json is HF's).
 MODEL_CONFIG = "config.json"
 MODEL_SPEC = "serm_model.json"
@@ -239,6 +262,14 @@ class WorkspaceLayout:
     @property
     def tests(self) -> Path: return self.data / "test" / "test.parquet"
     @property
+    def evolving_tests(self) -> Path: return self.data / EVOLVING_TESTS_FILE
+    @property
+    def documents(self) -> Path: return self.data / "documents.parquet"
+    @property
+    def batches_dir(self) -> Path: return self.data / "batches"
+    @property
+    def ingest_index(self) -> Path: return self.batches_dir / "index.json"
+    @property
     def labels_dir(self) -> Path: return self.data / "labels"
     @property
     def rounds_dir(self) -> Path: return self.data / "rounds"
@@ -252,6 +283,10 @@ class WorkspaceLayout:
     def versions(self) -> Path: return self.root / VERSIONS_FILE
     @property
     def vote_cache(self) -> Path: return self.dot / "cache" / "votes.sqlite"
+
+    def batch(self, batch_no: int) -> Path:
+        """An ingested batch's folder: events, quarantine, batch.json."""
+        return self.batches_dir / f"b{batch_no:04d}"
 
     def round_labels(self, round_no: int) -> Path:
         return self.labels_dir / f"{round_name(round_no)}.parquet"

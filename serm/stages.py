@@ -65,6 +65,18 @@ def serve(model, candidates, clicks_spec, batch_no: int, seed: int, now, known_d
     return Served(v.valid, v.quarantined, query_frame(scored), v.counts)
 
 
+def serve_logged(model, events, documents, quarantine, counts: dict) -> Served:
+    """A logged batch as production would rank it: the production model scores every impressed
+    pair once (the drift frame's `score`); the events are the log's own."""
+    pairs = events.drop_duplicates(list(schema.PAIR_KEY))[[*schema.PAIR_KEY, "query"]]
+    docs = documents.set_index("doc_id")
+    pairs = pairs.assign(doc_title=pairs["doc_id"].map(docs["title"]).fillna(""),
+                         doc_text=pairs["doc_id"].map(docs["text"]).fillna(""))
+    score = model.expected_grade(model.score_frame(pairs)) if len(pairs) else []
+    scored = events.merge(pairs[list(schema.PAIR_KEY)].assign(score=score), on=list(schema.PAIR_KEY), how="left")
+    return Served(events, quarantine, query_frame(scored), counts)
+
+
 # --------------------------------------------------------------------------- mine
 def stream_pairs(events, pair_features, documents):
     """Unique (query, document) pairs of a batch with their text and pair features
@@ -122,6 +134,32 @@ def annotate(ctx, spec, round_no: int, policy_hash: str, human=None, log=print, 
     return votes, labels, open_esc, report
 
 
+def test_requests(events, documents, budget: int, exclude: set, seed):
+    """Pairs to ask reviewers for as test labels: whole queries of the batch (every document
+    it was shown), drawn at random among the queries in no label or test set (`exclude`),
+    while their pairs fit in `budget`. Columns: the queue's (query_id, doc_id,
+    locale, query, doc_title, doc_text, why, agents)."""
+    import numpy as np
+    import pandas as pd
+
+    pairs = events.drop_duplicates(list(schema.PAIR_KEY))
+    pairs = pairs[~pairs.query_id.isin(exclude)]
+    sizes = pairs.groupby("query_id", sort=True).size()
+    rng = np.random.default_rng(seed)
+    picked, used = [], 0
+    for q in sizes.index[rng.permutation(len(sizes))] if budget > 0 else []:
+        if used + sizes[q] <= budget:
+            picked.append(q)
+            used += int(sizes[q])
+    out = pairs[pairs.query_id.isin(picked)][[*schema.PAIR_KEY, "locale", "query"]].reset_index(drop=True)
+    docs = documents.set_index("doc_id")
+    out["doc_title"] = out["doc_id"].map(docs["title"]).fillna("")
+    out["doc_text"] = out["doc_id"].map(docs["text"]).fillna("")
+    out["why"] = "test request: grade every result of this query (kept for the evolving test set, never trained on)"
+    out["agents"] = ""
+    return out if len(out) else pd.DataFrame(columns=out.columns)
+
+
 def cost_ledger(round_no: int, report: dict) -> dict:
     return {"round": round_no, "cost": report["cost"], "tokens": report["tokens"], "agents": report["ledger"]}
 
@@ -158,6 +196,25 @@ def replay(new, earlier, n_replay: int, rng_seed):
     return ex
 
 
+def skip_negatives(events, spec, exclude: set):
+    """Grade-0 examples from skipped impressions (policy.training.unclicked_negatives): a
+    document shown above a clicked one of the same query and never clicked in at least
+    `min_impressions` impressions; at most `max_per_query` per query (the most shown first)."""
+    import pandas as pd
+
+    ev = events.assign(clicked=events["clicked"].astype(bool))
+    last_click = ev[ev.clicked].groupby("query_id")["position"].max()
+    g = ev.groupby(list(schema.PAIR_KEY), sort=False).agg(
+        impressions=("clicked", "size"), clicks=("clicked", "sum"), position=("position", "min")).reset_index()
+    g["last_click"] = g["query_id"].map(last_click)
+    skipped = g[(g.clicks == 0) & (g.impressions >= spec.min_impressions) & (g.position < g.last_click)]
+    skipped = skipped[[k not in exclude for k in zip(skipped.query_id, skipped.doc_id)]]
+    skipped = skipped.sort_values(["query_id", "impressions", "position"], ascending=[True, False, True], kind="stable")
+    out = skipped.groupby("query_id", sort=False).head(spec.max_per_query)[list(schema.PAIR_KEY)]
+    return pd.DataFrame({"query_id": out["query_id"].to_numpy(), "doc_id": out["doc_id"].to_numpy(),
+                         "grade": pd.array([0] * len(out), dtype="int64")})
+
+
 def replay_count(replay_ratio: float, new: int) -> int:
     return int(round(replay_ratio * max(1, new)))
 
@@ -173,21 +230,24 @@ def train(model, examples, spec, seed: int, epochs=None, log=print):
 # --------------------------------------------------------------------------- evaluate + decide
 def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: dict | None = None) -> Metrics:
     """Metrics of `model` on each named test set (`{"static": judgments, "evolving": …}`),
-    flat per set; `locales` names each set's locale in the result."""
+    flat per set; `locales` names each set's locale in the result. An empty set has
+    `queries: 0` and no metric values."""
     from serm.evaluation import evaluate as score
 
     out = {}
     for name, judgments in tests.items():
-        out[name] = {**score(model, judgments, tuple(ks))["overall"],
-                     **({"locale": locales[name]} if locales and name in locales else {})}
+        result = score(model, judgments, tuple(ks))["overall"] if len(judgments) else {"pairs": 0, "queries": 0}
+        out[name] = {**result, **({"locale": locales[name]} if locales and name in locales else {})}
     return Metrics(out, primary_metric)
 
 
-def round_tests(tests, static_locale: str, evolving_locale: str) -> tuple[dict, dict]:
-    """A round's test sets from the workspace's test judgments: static = the seed locale,
-    evolving = the newest batch's locale. Returns (sets, their locales)."""
-    locales = {schema.STATIC: static_locale, schema.EVOLVING: evolving_locale}
-    return {name: tests[tests.locale == loc] for name, loc in locales.items()}, locales
+def round_tests(tests, static_group: str, evolving_group: str) -> tuple[dict, dict]:
+    """A round's test sets from a simulated world's fixed test judgments: static = the seed
+    group, evolving = the newest batch's group (a locale, or a shift column's value). Returns
+    (sets, their groups)."""
+    groups = {schema.STATIC: static_group, schema.EVOLVING: evolving_group}
+    key = tests["group"] if "group" in tests.columns else tests["locale"]   # older workspaces: by locale
+    return {name: tests[key == g] for name, g in groups.items()}, groups
 
 
 @dataclass(frozen=True)
@@ -202,10 +262,17 @@ class Decision:
 
 
 def decide(metrics: RoundMetrics, spec) -> Decision:
-    """Promote when the candidate gains at least `min_gain` of the primary metric on the
-    evolving test and loses at most `max_static_regression` on the static test."""
+    """Promote when every test set has at least `min_test_queries` queries, the candidate gains
+    at least `min_gain` of the primary metric on the evolving test and loses at most
+    `max_static_regression` on the static test."""
     m = spec.metric
     cand, prod = metrics.candidate, metrics.production
+    for name in schema.TEST_SETS:
+        queries = cand.get(name, "queries") or 0
+        if queries < spec.min_test_queries or cand.get(name, m) is None:
+            where = f" ({cand.locale(name)})" if cand.locale(name) else ""
+            return Decision(False, f"the {name} test{where} has {queries} queries with a relevant document "
+                                   f"< min_test_queries {spec.min_test_queries}: not promoting on noise")
     gain = cand.get(schema.EVOLVING, m) - prod.get(schema.EVOLVING, m)
     static_drop = prod.get(schema.STATIC, m) - cand.get(schema.STATIC, m)
     if gain < spec.min_gain:

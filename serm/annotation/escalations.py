@@ -54,8 +54,16 @@ def read_queue(data: Path):
     import pandas as pd
 
     p = queue_path(data)
-    queue = pd.read_parquet(p) if p.exists() else None
-    return queue if queue is not None and set(QUEUE_COLUMNS) <= set(queue.columns) else pd.DataFrame(columns=QUEUE_COLUMNS)
+    if not p.exists():
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
+    queue = pd.read_parquet(p)
+    if "purpose" not in queue.columns:      # queues written before test requests existed
+        queue["purpose"] = schema.TRAIN
+    missing = set(QUEUE_COLUMNS) - set(queue.columns)
+    if missing:
+        raise DataError(f"{p}: the escalation queue lacks column(s) {', '.join(sorted(missing))}; restore it "
+                        "from the workspace's last version (`git checkout data.dvc && dvc checkout`)")
+    return queue[QUEUE_COLUMNS]
 
 
 def read_resolved(data: Path):
@@ -70,12 +78,13 @@ def read_resolved(data: Path):
     return out
 
 
-def queue_rows(escalated, candidates, round_no: int):
-    """A round's open escalations as queue rows, with the text reviewers need."""
+def queue_rows(escalated, candidates, round_no: int, purpose: str = schema.TRAIN):
+    """A round's open escalations (or test requests) as queue rows, with the text reviewers need."""
     text = candidates[["query_id", "doc_id", "locale", "query", "doc_title", "doc_text"]].drop_duplicates(
         ["query_id", "doc_id"])
     rows = escalated[["query_id", "doc_id", "why", "agents"]].merge(text, on=["query_id", "doc_id"], how="left")
     rows["round"] = round_no
+    rows["purpose"] = purpose
     rows["escalated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return rows[QUEUE_COLUMNS].reset_index(drop=True)
 
@@ -95,6 +104,8 @@ def export(queue, fmt: str, out: Path) -> list[Path]:
     """Write the open escalations for reviewers; returns the files written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if "purpose" not in queue.columns:   # a queue built before test requests existed
+        queue = queue.assign(purpose=schema.TRAIN)
     if fmt == "csv":
         frame = queue[QUEUE_COLUMNS].copy()
         frame["grade"] = ""
@@ -291,22 +302,57 @@ def _validate(df, queue, path: Path) -> None:
 
 
 def apply_resolutions(data: Path, resolutions, source: str) -> dict:
-    """Move resolved pairs from the queue to resolved.parquet (both under `data`)."""
+    """Move resolved pairs out of the queue (both under `data`): escalations to
+    resolved.parquet (the next round trains on them), test requests to the evolving test set
+    (never trained on)."""
     import pandas as pd
 
     from serm.files import write_parquet
 
     queue, resolved = read_queue(data), read_resolved(data)
-    new = resolutions.assign(source=source, resolved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tests = set(zip(*[queue.loc[queue.purpose == schema.TEST, c] for c in schema.PAIR_KEY]))
+    is_test = [k in tests for k in zip(resolutions.query_id, resolutions.doc_id)]
+    test_rows = resolutions[is_test]
+    if len(test_rows):
+        add_test_labels(data, test_rows.merge(queue, on=list(schema.PAIR_KEY), how="left"), source, now)
+    resolutions = resolutions[[not t for t in is_test]]
+    new = resolutions.assign(source=source, resolved_at=now)
     new["trained_round"] = pd.array([None] * len(new), dtype="Int64")
     combined = pd.concat([resolved, new[RESOLVED_COLUMNS]], ignore_index=True) if len(resolved) else new[RESOLVED_COLUMNS]
     combined["grade"] = combined["grade"].astype("Int8")
     combined["trained_round"] = combined["trained_round"].astype("Int64")
-    done = set(zip(new.query_id, new.doc_id))
+    done = set(zip(new.query_id, new.doc_id)) | set(zip(test_rows.query_id, test_rows.doc_id))
     left = without_pairs(queue, done).reset_index(drop=True)
-    write_parquet(combined, resolved_path(data))
+    if len(new) or resolved_path(data).exists():
+        write_parquet(combined, resolved_path(data))
     write_parquet(left, queue_path(data))
-    return {"resolved": int(len(new)), "queue_left": int(len(left))}
+    return {"resolved": int(len(new)), "test_labels": int(len(test_rows)), "queue_left": int(len(left))}
+
+
+def read_test_labels(data: Path):
+    """The evolving test set grown from reviewed test requests (judgments + round, reviewer)."""
+    import pandas as pd
+
+    p = Path(data) / schema.EVOLVING_TESTS_FILE
+    return pd.read_parquet(p) if p.exists() else pd.DataFrame(columns=list(schema.EVOLVING_TEST_COLUMNS))
+
+
+def add_test_labels(data: Path, rows, source: str, now: str) -> None:
+    """Append reviewed test requests (query_id, doc_id, grade, reviewer + the queue's text) to
+    the evolving test set."""
+    import pandas as pd
+
+    from serm.files import write_parquet
+
+    rows = rows.assign(source=source, resolved_at=now)
+    rows["grade"] = rows["grade"].astype(int).astype("int8")
+    current = read_test_labels(data)
+    out = pd.concat([current, rows[list(schema.EVOLVING_TEST_COLUMNS)]], ignore_index=True) if len(current) \
+        else rows[list(schema.EVOLVING_TEST_COLUMNS)]
+    out = out.drop_duplicates(list(schema.PAIR_KEY), keep="last").reset_index(drop=True)
+    out["grade"] = out["grade"].astype("int8")
+    write_parquet(out, Path(data) / schema.EVOLVING_TESTS_FILE)
 
 
 def pending(resolved):

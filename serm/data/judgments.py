@@ -38,7 +38,7 @@ def load_judgments(path: str | Path):
     missing = [c for c in JUDGMENT_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; the judgments format needs "
+            f"{path}: missing column(s) {schema.name_missing(missing, df.columns, JUDGMENT_COLUMNS)}; the judgments format needs "
             f"{', '.join(JUDGMENT_COLUMNS)}"
         )
     for col in ("doc_title", "doc_text"):

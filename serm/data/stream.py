@@ -13,6 +13,7 @@ from serm import schema
 from serm.errors import DataError
 
 EVENT_COLUMNS = list(schema.EVENT_COLUMNS)
+OPTIONAL_COLUMNS = list(schema.EVENT_OPTIONAL_COLUMNS)
 TEXT_COLUMNS = ["event_id", "query_id", "query", "locale", "doc_id"]
 MAX_TEXT_CHARS = 2000
 MAX_POSITION = 10_000     # a rank beyond any results page; also keeps positions inside int32
@@ -29,7 +30,7 @@ class ValidatedEvents:
                 "total": len(self.valid) + len(self.quarantined)}
 
 
-def _text(value) -> tuple[str | None, str | None]:
+def _text(value, max_chars: int | None = MAX_TEXT_CHARS) -> tuple[str | None, str | None]:
     """(the value as text, None) or (None, what is wrong with it)."""
     if value is None or (isinstance(value, float) and value != value):
         return None, "null"
@@ -42,8 +43,8 @@ def _text(value) -> tuple[str | None, str | None]:
         return None, f"not text ({type(value).__name__})"
     if not value.strip():
         return None, "empty"
-    if len(value) > MAX_TEXT_CHARS:
-        return None, f"longer than {MAX_TEXT_CHARS} characters"
+    if max_chars is not None and len(value) > max_chars:
+        return None, f"longer than {max_chars} characters"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -120,11 +121,13 @@ def validate_events(raw, known_doc_ids: set[str] | None = None) -> ValidatedEven
         raise DataError(f"a stream batch must be a table (pandas DataFrame), got {type(raw).__name__}")
     missing = [c for c in EVENT_COLUMNS if c not in raw.columns]
     if missing:
-        raise DataError(f"stream batch lacks column(s) {', '.join(missing)}; events need {', '.join(EVENT_COLUMNS)}")
+        raise DataError(f"stream batch lacks column(s) {schema.name_missing(missing, raw.columns, EVENT_COLUMNS)}; "
+                        f"events need {', '.join(EVENT_COLUMNS)}")
     doubled = sorted({c for c in raw.columns[raw.columns.duplicated()] if c in EVENT_COLUMNS})
     if doubled:
         raise DataError(f"stream batch has column(s) {', '.join(doubled)} more than once; keep one of each")
-    df = raw[EVENT_COLUMNS].reset_index(drop=True)
+    optional = [c for c in OPTIONAL_COLUMNS if c in raw.columns]
+    df = raw[EVENT_COLUMNS + optional].reset_index(drop=True)
     n = len(df)
     reasons = np.full(n, "", dtype=object)
 
@@ -157,6 +160,20 @@ def validate_events(raw, known_doc_ids: set[str] | None = None) -> ValidatedEven
     dwell = _numbers(df["dwell_s"])
     with np.errstate(invalid="ignore"):
         flag(~(np.isfinite(dwell) & (dwell >= 0)), "dwell_s: not a finite number >= 0")
+    extra = {}
+    if "session_id" in optional:   # optional: a null is no session, anything else must be text
+        checked = [(None, None) if v is None or (isinstance(v, float) and v != v) else _text(v)
+                   for v in df["session_id"]]
+        extra["session_id"] = pd.Series([t for t, _ in checked], dtype=object)
+        for i, (_, problem) in enumerate(checked):
+            if problem and reasons[i] == "":
+                reasons[i] = f"session_id: {problem}"
+    if "served_score" in optional:  # optional: a null is no score, anything else a finite number
+        raw_scores = df["served_score"]
+        scores = _numbers(raw_scores)
+        null = pd.isna(raw_scores).to_numpy()
+        flag(~null & ~np.isfinite(scores), "served_score: not a finite number")
+        extra["served_score"] = pd.Series(np.where(null, np.nan, scores))
     if known_doc_ids is not None:
         flag(~text["doc_id"].isin(known_doc_ids).to_numpy(), "doc_id: unknown document")
     # Duplicates among otherwise valid rows (as decoded text, so b"e1" and "e1" are one id):
@@ -176,7 +193,9 @@ def validate_events(raw, known_doc_ids: set[str] | None = None) -> ValidatedEven
     valid["position"] = pos[good].astype("int32")
     valid["clicked"] = clicked[good].astype(bool)
     valid["dwell_s"] = dwell[good].astype("float64")
-    out = ValidatedEvents(valid[EVENT_COLUMNS], quarantined.reset_index(drop=True))
+    for col, values in extra.items():
+        valid[col] = values[good].to_numpy()
+    out = ValidatedEvents(valid[EVENT_COLUMNS + optional], quarantined.reset_index(drop=True))
     if out.counts["total"] != n:
         raise AssertionError(f"validation lost rows: {out.counts} for {n} input rows")
     return out

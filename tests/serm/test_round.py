@@ -15,14 +15,15 @@ from serm.schema import Metrics, RoundManifest, RoundMetrics
 from tests.reliability_workspaces import git, initialised_copy, policies, write_policy
 
 
-def _metrics(cand_evolving, prod_evolving, cand_static, prod_static) -> RoundMetrics:
-    return RoundMetrics(Metrics({"static": {"ndcg@4": cand_static, "locale": "en"},
-                                 "evolving": {"ndcg@4": cand_evolving, "locale": "es"}}),
-                        Metrics({"static": {"ndcg@4": prod_static, "locale": "en"},
-                                 "evolving": {"ndcg@4": prod_evolving, "locale": "es"}}))
+def _metrics(cand_evolving, prod_evolving, cand_static, prod_static, evolving_queries=40) -> RoundMetrics:
+    def sets(evolving, static):
+        return {"static": {"ndcg@4": static, "locale": "en", "queries": 50},
+                "evolving": {"ndcg@4": evolving, "locale": "es", "queries": evolving_queries}}
+
+    return RoundMetrics(Metrics(sets(cand_evolving, cand_static)), Metrics(sets(prod_evolving, prod_static)))
 
 
-GATE = PromotionSpec(metric="ndcg@4", min_gain=0.01, max_static_regression=0.02)
+GATE = PromotionSpec(metric="ndcg@4", min_gain=0.01, max_static_regression=0.02, min_test_queries=20)
 
 
 def test_decide_promotes_a_gain_that_keeps_the_static_test():
@@ -43,10 +44,23 @@ def test_decide_refuses_a_static_regression_beyond_the_limit():
     assert d.reason == "static ndcg@4 fell 0.0500 > max_static_regression 0.02"
 
 
+def test_decide_refuses_a_test_set_below_the_minimum_size():
+    """A big gain measured on 12 queries is noise: the reason names the set, its size and the bound."""
+    d = stages.decide(_metrics(0.90, 0.50, 0.80, 0.80, evolving_queries=12), GATE)
+    assert d.promote is False
+    assert d.reason == ("the evolving test (es) has 12 queries with a relevant document < min_test_queries 20: "
+                        "not promoting on noise")
+    empty = RoundMetrics(Metrics({"static": {"ndcg@4": 0.8, "queries": 50}, "evolving": {"pairs": 0, "queries": 0}}),
+                         Metrics({"static": {"ndcg@4": 0.8, "queries": 50}, "evolving": {"pairs": 0, "queries": 0}}))
+    assert stages.decide(empty, GATE).reason.startswith("the evolving test has 0 queries")
+
+
 def test_decide_reads_the_policy_metric():
     """The gate reads the metric the policy names, not the primary one of the Metrics objects."""
-    m = RoundMetrics(Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9}, "evolving": {"ndcg@4": 0.9, "accuracy": 0.5}}),
-                     Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9}, "evolving": {"ndcg@4": 0.1, "accuracy": 0.6}}))
+    m = RoundMetrics(Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9, "queries": 30},
+                              "evolving": {"ndcg@4": 0.9, "accuracy": 0.5, "queries": 30}}),
+                     Metrics({"static": {"ndcg@4": 0.5, "accuracy": 0.9, "queries": 30},
+                              "evolving": {"ndcg@4": 0.1, "accuracy": 0.6, "queries": 30}}))
     d = stages.decide(m, PromotionSpec(metric="accuracy", min_gain=0.0, max_static_regression=0.0))
     assert (d.promote, d.reason) == (False, "evolving accuracy gain -0.1000 < min_gain 0.0")
 

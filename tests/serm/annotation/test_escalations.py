@@ -141,7 +141,7 @@ def test_an_emptied_queue_still_exports_and_imports_cleanly(tmp_path):
     f = tmp_path / "r.csv"
     pd.DataFrame({"query_id": ["en:q1"], "doc_id": ["en:d1"], "grade": ["2"]}).to_csv(f, index=False)
     got, _ = escalations.parse_resolutions(f, escalations.read_queue(data))
-    assert escalations.apply_resolutions(data, got, "r.csv") == {"resolved": 1, "queue_left": 0}
+    assert escalations.apply_resolutions(data, got, "r.csv") == {"resolved": 1, "test_labels": 0, "queue_left": 0}
     empty = escalations.read_queue(data)
     assert len(empty) == 0 and list(empty.columns) == escalations.QUEUE_COLUMNS
     out = escalations.export(empty, "csv", tmp_path / "q.csv")[0]
