@@ -213,6 +213,11 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _shown(value):
+    """A metric for a table: "-" where the test set had no queries."""
+    return "-" if value is None else value
+
+
 def cmd_versions(args) -> int:
     from serm.schema import EVOLVING, STATIC, Metrics
     from serm.workspace import Workspace
@@ -225,8 +230,8 @@ def cmd_versions(args) -> int:
     for v in reg["versions"]:
         m = Metrics.from_dict(v["metrics"])
         mark = " *" if v["version"] == reg["production"] else ""
-        print(f"v{v['version']:<8}{v['tag']:<18}{v['round']:>5}  {m.get(STATIC, 'ndcg@4')!s:>13} "
-              f"{m.get(EVOLVING, 'ndcg@4')!s:>10} ({m.locale(EVOLVING)})  {m.get(EVOLVING, 'accuracy')!s:>8}  "
+        print(f"v{v['version']:<8}{v['tag']:<18}{v['round']:>5}  {_shown(m.get(STATIC, 'ndcg@4'))!s:>13} "
+              f"{_shown(m.get(EVOLVING, 'ndcg@4'))!s:>10} ({m.locale(EVOLVING)})  {_shown(m.get(EVOLVING, 'accuracy'))!s:>8}  "
               f"{v.get('created', '')}{mark}")
     print("* = production")
     return 0

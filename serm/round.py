@@ -488,8 +488,11 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     model.save(ws.model_dir, metrics=metrics, lineage=lineage)
     atomic_write_json(ws.state_path, {"rounds_done": 0, "next_batch": 1, "production": 0,
                                       "production_round": 0, "policy": policy.name, "source": source.kind})
-    log(f"[init] seed model v0: static ndcg@4 {m.get(schema.STATIC, 'ndcg@4')}, "
-        f"{first_group} ndcg@4 {m.get(schema.EVOLVING, 'ndcg@4')} ({time.perf_counter() - t0:.0f}s)")
+    evolving = m.get(schema.EVOLVING, "ndcg@4")
+    first = f"{first_group} ndcg@4 {evolving}" if evolving is not None else \
+        "no evolving test yet (it grows from reviewed test requests)"
+    log(f"[init] seed model v0: static ndcg@4 {m.get(schema.STATIC, 'ndcg@4')}, {first} "
+        f"({time.perf_counter() - t0:.0f}s)")
     return {"metrics": metrics, "training": result.to_dict()}
 
 

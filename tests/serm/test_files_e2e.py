@@ -58,6 +58,7 @@ def test_round_one_from_an_ingested_day(ws, files):
     m = manifest(ws, 1)
     assert m.batch == 1 and not m.promoted
     assert "evolving" in m.reason and "< min_test_queries" in m.reason, m.reason
+    assert "- (en)" in serm(ws, "versions").stdout, "no evolving test yet: no value, not None"
     queue = escalations.read_queue(ws / "data")
     tests = queue[queue.purpose == schema.TEST]
     assert tests.query_id.nunique() >= 2, "round 1 asked reviewers to label whole test queries"

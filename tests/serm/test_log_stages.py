@@ -43,3 +43,18 @@ def test_test_requests_take_whole_queries_within_the_budget():
     other = stages.test_requests(events, docs, budget=10, exclude={"q0"}, seed=[1, 2])
     assert len(other) == 8
     assert stages.test_requests(events, docs, budget=0, exclude=set(), seed=[1, 1]).empty
+
+
+def test_window_batching_cuts_the_events_by_ts():
+    from serm.ingest import _cut
+    from serm.policy_schema import FilesData
+
+    ts = pd.to_datetime(["2026-11-02T01:00Z", "2026-11-02T05:59Z", "2026-11-02T06:00Z", "2026-11-02T23:00Z",
+                         "2026-11-03T00:30Z"], utc=True)
+    events = pd.DataFrame({"event_id": [f"e{i}" for i in range(5)], "ts": ts})
+    spec = FilesData(source="files", documents="d.parquet", seed_judgments="s.csv", static_test="t.csv",
+                     batching="window", window="6h")
+    parts = _cut(events, spec)
+    assert [list(p.event_id) for p in parts] == [["e0", "e1"], ["e2"], ["e3"], ["e4"]], "empty windows make no batch"
+    whole = _cut(events, spec.model_copy(update={"batching": "file"}))
+    assert len(whole) == 1 and len(whole[0]) == 5
