@@ -381,8 +381,18 @@ def _has_credentials(url: str) -> bool:
     return bool(parts.password or (parts.username and parts.scheme in ("http", "https")))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("serm")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="serm", description="Self-evolving search relevance models.")
+    p.add_argument("--version", action="version", version=f"serm {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def ws_args(sp, policy=True, wait=True):

@@ -13,6 +13,13 @@ def test_help_imports_nothing_heavy():
     assert "evolve" in out and "rollback" in out
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    res = subprocess.run([sys.executable, "-m", "serm.cli", "--version"], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == f"serm {version('serm')}" and version("serm") != ""
+
+
 def test_serm_errors_print_without_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "serm.cli", "policy", "validate", str(tmp_path / "missing.yaml")],
                          capture_output=True, text=True)
