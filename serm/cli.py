@@ -435,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_drift)
     sp = sub.add_parser("ui", help="start the Evidently UI (dashboard of rounds, drift, versions) and print its URL")
     ws_args(sp, policy=False, wait=False)
-    sp.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    from serm.ui import DEFAULT_PORT
+
+    sp.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT}; not 8000, "
+                    "where most OpenAI-compatible model servers listen)")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     sp.set_defaults(fn=cmd_ui)
     sp = sub.add_parser("status", help="production version, rounds done, rounds in progress")

@@ -16,12 +16,15 @@ from pathlib import Path
 from serm.errors import ServiceError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Not 8000: that is where vLLM, llama.cpp's server and most OpenAI-compatible servers the LLM
+# judges talk to listen by default.
+DEFAULT_PORT = 8765
 
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port that is taken (or a host that cannot be bound) before starting anything."""
     if not 1 <= port <= 65535:
-        raise ServiceError(f"--port {port}: not a TCP port; use 1-65535 (default 8000)")
+        raise ServiceError(f"--port {port}: not a TCP port; use 1-65535 (default {DEFAULT_PORT})")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
@@ -44,7 +47,7 @@ def url(host: str, port: int, project_id: str | None = None) -> str:
     return f"http://{shown}:{port}" + (f"/projects/{project_id}" if project_id else "")
 
 
-def serve(ws, host: str = "127.0.0.1", port: int = 8000, log=print) -> None:
+def serve(ws, host: str = "127.0.0.1", port: int = DEFAULT_PORT, log=print) -> None:
     """Sync the dashboard, print the URL, then exec `evidently ui` (does not return)."""
     from monitoring.dashboard import evidently_path, sync
     from serm.errors import WorkspaceError
