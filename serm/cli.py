@@ -188,28 +188,47 @@ def cmd_ui(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
+def workspace_status(ws) -> dict:
+    """What `serm status` reports, as data: production, rounds, the source's waiting batches,
+    rounds in progress and the versions."""
     from serm.schema import RoundManifest, WorkspaceLayout
-    from serm.workspace import Workspace
 
-    ws = Workspace.at(args.workspace)
     st, reg = ws.state(), ws.versions()
-    print(f"workspace   {ws.root}")
-    print(f"production  v{st.get('production')} (round {st.get('production_round')})")
-    print(f"rounds done {st.get('rounds_done')}; next stream batch {st.get('next_batch')}")
     lay = WorkspaceLayout(ws.root)
-    if st.get("source") == "files":
+    out = {"workspace": str(ws.root), "production": st.get("production"),
+           "production_round": st.get("production_round"), "rounds_done": st.get("rounds_done"),
+           "next_batch": st.get("next_batch"), "source": st.get("source", "simulated"),
+           "in_progress": [], "versions": [v["version"] for v in reg["versions"]]}
+    if out["source"] == "files":
         from serm import ingest
 
-        waiting = ingest.pending_batches(ws)
-        print(f"source      files: {len(ingest.read_index(lay)['files'])} file(s) ingested, {len(waiting)} batch(es) "
-              "waiting" + (f" ({', '.join(map(str, waiting))}; `serm evolve` runs them)" if waiting else ""))
+        out["files_ingested"] = len(ingest.read_index(lay)["files"])
+        out["batches_waiting"] = ingest.pending_batches(ws)
     for r in lay.staged_rounds():
-        rl = lay.round(r)
-        man = RoundManifest.maybe(rl.manifest)
-        done = man.done_stages() if man else []
-        print(f"in progress {rl.staging.name}: stages done {done or 'none'} (`serm evolve` resumes it)")
-    print(f"versions    {', '.join('v%d' % v['version'] for v in reg['versions']) or 'none'}")
+        man = RoundManifest.maybe(lay.round(r).manifest)
+        out["in_progress"].append({"round": r, "stages_done": man.done_stages() if man else []})
+    return out
+
+
+def cmd_status(args) -> int:
+    from serm.schema import round_name
+    from serm.workspace import Workspace
+
+    s = workspace_status(Workspace.at(args.workspace))
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"workspace   {s['workspace']}")
+    print(f"production  v{s['production']} (round {s['production_round']})")
+    print(f"rounds done {s['rounds_done']}; next stream batch {s['next_batch']}")
+    if s["source"] == "files":
+        waiting = s["batches_waiting"]
+        print(f"source      files: {s['files_ingested']} file(s) ingested, {len(waiting)} batch(es) waiting"
+              + (f" ({', '.join(map(str, waiting))}; `serm evolve` runs them)" if waiting else ""))
+    for r in s["in_progress"]:
+        print(f"in progress {round_name(r['round'])}: stages done {r['stages_done'] or 'none'} "
+              "(`serm evolve` resumes it)")
+    print(f"versions    {', '.join('v%d' % v for v in s['versions']) or 'none'}")
     return 0
 
 
@@ -443,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_ui)
     sp = sub.add_parser("status", help="production version, rounds done, rounds in progress")
     ws_args(sp, policy=False)
+    sp.add_argument("--json", action="store_true", help="print the status as JSON (for scripts and deploy jobs)")
     sp.set_defaults(fn=cmd_status)
     sp = sub.add_parser("versions", help="list model versions with their metrics")
     ws_args(sp, policy=False)

@@ -50,6 +50,9 @@ def test_round_one_from_an_ingested_day(ws, files):
     res = serm(ws, "ingest", str(files["events"][0]), "--policy", str(files["policy"]))
     assert "1 file(s) ingested" in res.stdout and "1 batch(es) waiting for `serm evolve` (1)" in res.stdout
     assert "files: 1 file(s) ingested, 1 batch(es) waiting (1;" in serm(ws, "status").stdout
+    status = json.loads(serm(ws, "status", "--json").stdout)
+    assert (status["source"], status["batches_waiting"], status["production"], status["in_progress"]) == \
+        ("files", [1], 0, [])
     res = serm(ws, "evolve", "--policy", str(files["policy"]))
     out = res.stdout
     for needle in ("[ingest]", "[drift]", "[mine]", "[annotate]", "[check]", "[evaluate]", "Round 1 summary",
