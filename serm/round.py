@@ -177,8 +177,9 @@ class RoundRunner:
         events = read_parquet(self._in(batch, schema.EVENTS))
         pairs = self.stream_pairs(events) if pairs is None else pairs
         # A test query is never mined: neither one of a test set nor one this round asks reviewers to label.
-        tests = self._test_requests(events)
-        never = history.test_query_ids(self.ws) | (set() if tests is None else set(tests.query_id))
+        test_ids = history.test_query_ids(self.ws)
+        tests = self._test_requests(events, test_ids)
+        never = test_ids | (set() if tests is None else set(tests.query_id))
         pairs = pairs[~pairs.query_id.isin(never)]
         ctx = MiningContext(pairs=pairs, events=events[list(schema.IMPRESSION_COLUMNS)], reference_queries=history.training_queries(self.ws),
                             models=history.model_versions(self.ws, self.policy), proba=proba)
@@ -191,16 +192,18 @@ class RoundRunner:
                  f"agents picked {report['per_agent']}; selected {report['selected']} (budget {self.policy.mining.budget})")
         return report
 
-    def _test_requests(self, events):
+    def _test_requests(self, events, test_ids: set | None = None):
         """The whole queries of this batch reviewers are asked to label for the evolving test
         (files source; None when simulated): drawn at random from the batch's queries before
         mining, so the test set samples the traffic, not what the miners leave over. A pure
         function of the batch, the committed history and the seed: mine (which excludes them)
-        and annotate (which queues them) draw the same."""
+        and annotate (which queues them) draw the same. `test_ids`: history.test_query_ids, when
+        the caller has read them already."""
         if self.source.simulated:
             return None
         spec = self.policy.annotation.human
-        exclude = history.test_query_ids(self.ws) | {q for q, _ in history.labelled_pairs(self.ws)}
+        test_ids = history.test_query_ids(self.ws) if test_ids is None else test_ids
+        exclude = test_ids | {q for q, _ in history.labelled_pairs(self.ws)}
         return stages.test_requests(events, self.documents(), int(spec.budget * spec.test_share), exclude,
                                     seed=[self.policy.seed, self.round_no])
 
@@ -448,7 +451,6 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     from serm.data.stream import validate_events
     from serm.model.cross_encoder import RelevanceModel
     from serm.model.training import set_seed
-    from serm.sources import batch_locale
 
     lay = schema.WorkspaceLayout(ws.root)
     source = open_source(policy)
@@ -467,7 +469,7 @@ def bootstrap(ws, policy, log=_log_default) -> dict:
     set_seed(policy.seed)  # the fresh head starts from the same weights every init
     model = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     result = stages.train(model, seed, policy.training, policy.seed, epochs=policy.training.seed_epochs, log=log)
-    first_group = source.first_group if source.simulated else batch_locale(seed)
+    first_group = source.first_group(seed)
     sets, locales = source.round_tests(ws, first_group)
     m = stages.evaluate(model, sets, policy.evaluation.k, policy.promotion.metric, locales)
     metrics = m.to_dict()

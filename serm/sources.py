@@ -50,13 +50,18 @@ class SimulatedSource:
         self.policy = policy
         self.world = simulation.world(policy)
         self.static_group = simulation.seed_group(policy)
-        self.first_group = simulation.stream_groups(policy)[0]
 
     def first_data(self) -> FirstData:
         return FirstData(self.world.documents(), self.world.seed_set(), self.world.test_sets())
 
     def documents(self):
         return self.world.documents()
+
+    def first_group(self, seed) -> str:
+        """The evolving test group v0 is first measured on: the stream's first group."""
+        from serm import simulation
+
+        return simulation.stream_groups(self.policy)[0]
 
     def seed_events(self, seed, score, now):
         """The seed queries as v0 serves them, clicks from the click model (batch 0)."""
@@ -103,7 +108,6 @@ class FilesSource:
     def __init__(self, policy):
         self.policy = policy
         self.static_group = schema.STATIC
-        self.first_group = schema.EVOLVING
 
     def first_data(self) -> FirstData:
         """The documents, seed and static test files the policy names, validated. A judged
@@ -136,6 +140,11 @@ class FilesSource:
         from serm.data.documents import load_documents
 
         return load_documents(self.policy.resolve(self.policy.data.documents), field="data.documents")
+
+    def first_group(self, seed) -> str:
+        """The locale of the evolving test v0 is first measured on: the seed's (nothing is
+        reviewed yet, so that set is empty until reviewers answer)."""
+        return batch_locale(seed)
 
     def seed_events(self, seed, score, now):
         """The seed queries as v0 ranks them, without clicks: nobody clicked on a judged set."""

@@ -65,13 +65,17 @@ def serve(model, candidates, clicks_spec, batch_no: int, seed: int, now, known_d
     return Served(v.valid, v.quarantined, query_frame(scored), v.counts)
 
 
+def with_document_text(pairs, documents):
+    """`pairs` with `doc_title` and `doc_text` from the catalogue ("" for a document it lacks)."""
+    docs = documents.set_index("doc_id")
+    return pairs.assign(doc_title=pairs["doc_id"].map(docs["title"]).fillna(""),
+                        doc_text=pairs["doc_id"].map(docs["text"]).fillna(""))
+
+
 def serve_logged(model, events, documents, quarantine, counts: dict) -> Served:
     """A logged batch as production would rank it: the production model scores every impressed
     pair once (the drift frame's `score`); the events are the log's own."""
-    pairs = events.drop_duplicates(list(schema.PAIR_KEY))[[*schema.PAIR_KEY, "query"]]
-    docs = documents.set_index("doc_id")
-    pairs = pairs.assign(doc_title=pairs["doc_id"].map(docs["title"]).fillna(""),
-                         doc_text=pairs["doc_id"].map(docs["text"]).fillna(""))
+    pairs = with_document_text(events.drop_duplicates(list(schema.PAIR_KEY))[[*schema.PAIR_KEY, "query"]], documents)
     score = model.expected_grade(model.score_frame(pairs)) if len(pairs) else []
     scored = events.merge(pairs[list(schema.PAIR_KEY)].assign(score=score), on=list(schema.PAIR_KEY), how="left")
     return Served(events, quarantine, query_frame(scored), counts)
@@ -151,10 +155,8 @@ def test_requests(events, documents, budget: int, exclude: set, seed):
         if used + sizes[q] <= budget:
             picked.append(q)
             used += int(sizes[q])
-    out = pairs[pairs.query_id.isin(picked)][[*schema.PAIR_KEY, "locale", "query"]].reset_index(drop=True)
-    docs = documents.set_index("doc_id")
-    out["doc_title"] = out["doc_id"].map(docs["title"]).fillna("")
-    out["doc_text"] = out["doc_id"].map(docs["text"]).fillna("")
+    out = with_document_text(pairs[pairs.query_id.isin(picked)][[*schema.PAIR_KEY, "locale", "query"]]
+                             .reset_index(drop=True), documents)
     out["why"] = "test request: grade every result of this query (kept for the evolving test set, never trained on)"
     out["agents"] = ""
     return out if len(out) else pd.DataFrame(columns=out.columns)
