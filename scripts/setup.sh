@@ -19,14 +19,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if "$PY" -c "import torch" 2>/dev/null; then
     echo "[setup] keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
     "$PY" -m venv --system-site-packages "$VENV"
-    extras="test"
+    extras="test,export"
   else
     "$PY" -m venv "$VENV"
-    extras="cpu,test"   # pins torch==2.13.0 (CPU build)
+    extras="cpu,test,export"   # pins torch==2.13.0 (CPU build)
   fi
   "$VENV/bin/pip" install -q --upgrade pip
   # torch first, on its own: resolving it inside the big install could pick a CUDA build.
-  if [ "$extras" = "cpu,test" ]; then "$VENV/bin/pip" install -q "torch==2.13.0"; fi
+  if [ "$extras" = "cpu,test,export" ]; then "$VENV/bin/pip" install -q "torch==2.13.0"; fi
   "$VENV/bin/pip" install -q -e ".[$extras]"
   echo "$want" > "$stamp"
   echo "[setup] installed in ${SECONDS}s"

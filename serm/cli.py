@@ -78,6 +78,55 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    import time
+
+    from serm.serving import load_model, read_pairs, write_table
+    from serm.workspace import Workspace
+
+    documents = args.documents
+    if documents is None and Workspace.at(args.workspace).layout.documents.exists():
+        documents = Workspace.at(args.workspace).layout.documents   # the workspace's catalogue
+    pairs = read_pairs(args.data, documents)
+    model = load_model(args.workspace, args.model, device=args.device or "auto")
+    t0 = time.perf_counter()
+    scored = model.score_frame(pairs, batch_size=args.batch_size)
+    seconds = time.perf_counter() - t0
+    write_table(scored, args.out)
+    summary = {"model": args.model, "version": model.version, "data": str(args.data), "out": str(args.out),
+               "pairs": len(scored), "seconds": round(seconds, 2), "pairs_per_s": round(len(scored) / max(seconds, 1e-9), 1),
+               "device": model.model.device, "grades": {str(g): int((scored["grade"] == g).sum()) for g in range(4)},
+               "columns_added": ["p0", "p1", "p2", "p3", "grade", "score"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        shown = f"v{model.version}" if model.version is not None else args.model
+        counts = ", ".join(f"{g}: {n}" for g, n in summary["grades"].items())
+        print(f"scored {len(scored)} pairs with {shown} in {seconds:.1f}s on {model.model.device} "
+              f"({summary['pairs_per_s']} pairs/s); grades {counts}")
+        print(f"wrote {args.out} (p0..p3, grade, score = expected grade)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from serm.export import default_check_pairs, export_model
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.refs import model_source
+    from serm.policy import ModelSpec
+    from serm.workspace import Workspace
+
+    check = None
+    if args.format == "onnx":
+        check = default_check_pairs(Workspace.at(args.workspace), args.check_data, args.check_pairs)
+    with model_source(args.model, args.workspace) as src:
+        model = RelevanceModel.load(src.path, src.spec(ModelSpec()), device="cpu")
+        report = export_model(model, Path(args.out), args.format, src.ref, src.version, Path(src.path),
+                              check_pairs=check, overwrite=args.overwrite, log=print)
+    shown = f"v{src.version}" if src.version is not None else src.ref
+    print(f"exported {shown} as {args.format} to {args.out}: {', '.join(report['files'])}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from serm.data.judgments import load_judgments
     from serm.model.fit import fit
@@ -483,6 +532,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the policy's training.device")
     ws_args(sp, wait=False)
     sp.set_defaults(fn=cmd_evaluate)
+    sp = sub.add_parser("score", help="score (query, document) pairs with a model: grade probabilities, grade, "
+                        "expected-grade score")
+    sp.add_argument("--model", "-m", default="production", help=f"{MODEL_HELP} (default: production)")
+    sp.add_argument("--data", "-d", required=True, help="pairs (.parquet, .csv, .jsonl): query plus doc_text "
+                    "(or text) and optional doc_title (or title); or doc_id, with the text from --documents")
+    sp.add_argument("--out", "-o", required=True, help="file to write (.parquet, .csv, .jsonl): the input columns "
+                    "plus p0..p3, grade, score")
+    sp.add_argument("--documents", help="documents (doc_id, title, text) for pairs given by doc_id "
+                    "(default: the workspace's catalogue)")
+    sp.add_argument("--batch-size", type=int, help="pairs per forward pass (default: the model's)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto (the GPU when present)")
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ws_args(sp, policy=False, wait=False)
+    sp.set_defaults(fn=cmd_score)
+    sp = sub.add_parser("export", help="write a model as a self-contained directory: hf (transformers / "
+                        "sentence-transformers) or onnx (onnxruntime, no SERM needed)")
+    sp.add_argument("--model", "-m", default="production", help=f"{MODEL_HELP} (default: production)")
+    sp.add_argument("--format", "-f", choices=["hf", "onnx"], default="hf")
+    sp.add_argument("--out", "-o", required=True, help="directory to write")
+    sp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    sp.add_argument("--check-data", help="onnx: judgments or pairs to check the graph against torch on "
+                    "(default: the workspace's static test set, else shipped XQuAD pairs)")
+    sp.add_argument("--check-pairs", type=int, default=256, help="onnx: pairs checked (default 256)")
+    ws_args(sp, policy=False, wait=False)
+    sp.set_defaults(fn=cmd_export)
     sp = sub.add_parser("train", help="fine-tune a model on a judgments file (held-out queries for early stopping)")
     sp.add_argument("--data", "-d", required=True, help="judgments file (.parquet, .csv, .jsonl)")
     sp.add_argument("--base", "-b", help=f"model to start from: {MODEL_HELP} (default: the policy's model.base_model)")

@@ -1,5 +1,5 @@
-"""What `--model` and `--base` name on the command line: a model version in a workspace (`3` or
-`v3`), a saved model directory, or a builtin base encoder (`builtin:minilm-l6`).
+"""What `--model` and `--base` name on the command line: `production` or a model version in a
+workspace (`3` or `v3`), a saved model directory, or a builtin base encoder (`builtin:minilm-l6`).
 
     >>> with model_source("v0", workspace=".") as src:                # doctest: +SKIP
     ...     model = RelevanceModel.load(src.path, src.spec(policy.model))
@@ -23,7 +23,8 @@ from serm import schema
 from serm.errors import DataError
 
 _VERSION = re.compile(r"^v?(\d+)$")
-HELP = "a version (3 or v3) of the workspace, a saved model directory, or builtin:minilm-l6"
+PRODUCTION = "production"
+HELP = "production, a version (3 or v3) of the workspace, a saved model directory, or builtin:minilm-l6"
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ def model_source(ref: str, workspace: str | Path = "."):
         yield ModelSource(ref, ref)
         return
     m = _VERSION.match(ref)
-    if m:
-        with _version_dir(int(m.group(1)), workspace) as (path, version):
+    if m or ref == PRODUCTION:
+        with _version_dir(int(m.group(1)) if m else _production(workspace), workspace) as (path, version):
             yield ModelSource(ref, str(path), version)
         return
     path = Path(ref).expanduser()
@@ -72,6 +73,17 @@ def model_source(ref: str, workspace: str | Path = "."):
     if not (path / schema.MODEL_CONFIG).is_file():
         raise DataError(f"model {ref!r}: {path} has no config.json, so it is not a saved model directory; pass {HELP}")
     yield ModelSource(ref, str(path.resolve()))
+
+
+def _production(workspace: str | Path) -> int:
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(workspace)
+    production = ws.versions().get("production")
+    if production is None:
+        raise DataError(f"model production: {ws.root} has no production version yet (run `serm init` / "
+                        f"`serm evolve` there, or pass --workspace DIR of an evolved workspace)")
+    return int(production)
 
 
 @contextlib.contextmanager
