@@ -249,9 +249,13 @@ def keep(repo: str, rev: str, policy_path: str, dvc_remote: str, branch: str, ba
 
 
 def push(ws, branch: str, tag: str | None) -> None:
-    """Publish the step's commit: a fast-forward of `branch` on the git remote (and the tag). A
+    """Publish the step's commit: a fast-forward of `branch` on the git remote (and the version and
+    stage tags). A
     branch that moved on since `rev` (another round committed first) is refused, not merged."""
-    refs = [f"HEAD:refs/heads/{branch}"] + ([f"refs/tags/{tag}"] if tag else [])
+    from serm import versioning
+
+    stage = versioning.latest_assignment(ws, tag) if tag else None   # GTO's production assignment
+    refs = [f"HEAD:refs/heads/{branch}"] + [f"refs/tags/{t}" for t in (tag, stage) if t]
     proc = subprocess.run(["git", "push", "-q", "--atomic", "origin", *refs], cwd=ws.root, capture_output=True,
                           text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     if proc.returncode != 0:

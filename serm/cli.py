@@ -290,33 +290,78 @@ def cmd_versions(args) -> int:
     from serm.schema import EVOLVING, STATIC, Metrics
     from serm.workspace import Workspace
 
-    reg = Workspace.at(args.workspace).versions()
+    from serm import versioning
+
+    ws = Workspace.at(args.workspace)
+    reg = ws.versions()
+    first_tag = reg["versions"][0].get("tag") if reg["versions"] and (ws.root / ".git").exists() else None
+    gto = {"production": versioning.stage_version_tag(ws, first_tag) if first_tag else None,
+           "assignment": versioning.latest_assignment(ws, first_tag) if first_tag else None}
     if args.json:
-        print(json.dumps(reg, indent=2))
+        print(json.dumps({**reg, "gto": gto}, indent=2))
         return 0
-    print(f"{'version':<9}{'tag':<18}{'round':>5}  {'static ndcg@4':>13} {'evolving ndcg@4':>16}  {'accuracy':>8}  created")
+    print(f"{'version':<9}{'tag':<20}{'round':>5}  {'static ndcg@4':>13} {'evolving ndcg@4':>16}  {'accuracy':>8}  created")
     for v in reg["versions"]:
         m = Metrics.from_dict(v["metrics"])
         mark = " *" if v["version"] == reg["production"] else ""
-        print(f"v{v['version']:<8}{v['tag']:<18}{v['round']:>5}  {_shown(m.get(STATIC, 'ndcg@4'))!s:>13} "
+        print(f"v{v['version']:<8}{v['tag']:<20}{v['round']:>5}  {_shown(m.get(STATIC, 'ndcg@4'))!s:>13} "
               f"{_shown(m.get(EVOLVING, 'ndcg@4'))!s:>10} ({m.locale(EVOLVING)})  {_shown(m.get(EVOLVING, 'accuracy'))!s:>8}  "
               f"{v.get('created', '')}{mark}")
-    print("* = production")
+    print("* = production" + (f"; GTO: {gto['assignment']} -> {gto['production']} (`gto show` reads the same tags)"
+                              if gto["assignment"] else ""))
     return 0
+
+
+def _version_number(text: str) -> int:
+    from serm.errors import DataError
+
+    try:
+        return int(str(text).strip().lstrip("v"))
+    except ValueError:
+        raise DataError(f"{text!r} is not a version: use a number such as 1 or v1 (`serm versions` lists them)") from None
+
+
+def _sync_dashboard(ws) -> None:
+    """The Evidently dashboard follows production (derived state: never fails the command)."""
+    from monitoring.dashboard import update_dashboard
+
+    update_dashboard(ws, log=lambda line: None)
 
 
 def cmd_rollback(args) -> int:
     from serm import round as rounds, versioning
-    from serm.policy import load_policy
     from serm.workspace import Workspace
 
     ws = Workspace.at(args.workspace)
-    policy = load_policy(_policy_path(args))
-    version = int(str(args.version).lstrip("v"))
+    ws.require()
+    version = _version_number(args.version)
     with ws.lock(wait=args.wait):
         rounds.recover(ws)
-        sha = versioning.rollback(ws, version, policy.versioning.tag)
-    print(f"v{version} is production again (commit {sha[:10]}); data/ and data/model restored from its tag")
+        sha = versioning.rollback(ws, version, data=args.data, reason=args.reason)
+        _sync_dashboard(ws)
+    stage = versioning.latest_assignment(ws, ws.versions()["versions"][0]["tag"])
+    if args.data:
+        print(f"v{version} is production again (commit {sha[:10]}, {stage}); data/ and data/model restored from its "
+              "tag: what came after it is out of the working data (still in git and DVC history)")
+    else:
+        print(f"v{version} is production again (commit {sha[:10]}, {stage}); data/model restored from its tag, "
+              "every label, review and escalation since kept: the next round trains from it with all of them")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from serm import round as rounds, versioning
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    ws.require()
+    version = _version_number(args.version)
+    with ws.lock(wait=args.wait):
+        rounds.recover(ws)
+        sha = versioning.promote(ws, version, args.reason)
+        _sync_dashboard(ws)
+    stage = versioning.latest_assignment(ws, ws.versions()["versions"][0]["tag"])
+    print(f"v{version} promoted to production by hand (commit {sha[:10]}, {stage}): {args.reason.strip()}")
     return 0
 
 
@@ -517,10 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     ws_args(sp, policy=False)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_versions)
-    sp = sub.add_parser("rollback", help="make an earlier version production again (forward-only commit)")
+    sp = sub.add_parser("rollback", help="make an earlier version's model production again, keeping every label "
+                        "and review since (forward-only commit)")
     ws_args(sp)
     sp.add_argument("version", help="version number, e.g. 1 or v1")
+    sp.add_argument("--data", action="store_true", help="also restore the version's whole data/ (labels, reviews "
+                    "and stream position as they were then); default: the model only")
+    sp.add_argument("--reason", help="why, recorded in versions.json, the commit and the GTO assignment")
     sp.set_defaults(fn=cmd_rollback)
+    sp = sub.add_parser("promote", help="make a version production by hand, with a recorded reason")
+    ws_args(sp)
+    sp.add_argument("version", help="version number, e.g. 2 or v2")
+    sp.add_argument("--reason", "-r", required=True, help="why (recorded with the promotion)")
+    sp.set_defaults(fn=cmd_promote)
 
     from serm.model.refs import HELP as MODEL_HELP
 

@@ -429,15 +429,21 @@ class PromotionSpec(_Strict):
                                   "queries: never promote on noise")
 
 
+# GTO's registration tag, `NAME@vMAJOR.MINOR.PATCH`: SERM's version n is GTO's vn.0.0.
+_GTO_TAG = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9/_-]*[a-zA-Z0-9])?@v\{n\}\.0\.0$")
+
+
 class VersioningSpec(_Strict):
     remote: str = ".dvc-remote"
-    tag: str = "serm-model@v{n}"
+    tag: str = Field("serm-model@v{n}.0.0", description="the git tag of version n, in GTO's format "
+                     "NAME@v{n}.0.0 (so `gto show` reads the registry); NAME is the model's artifact name")
 
     @field_validator("tag")
     @classmethod
-    def _has_n(cls, v):
-        if "{n}" not in v:
-            raise ValueError("tag must contain '{n}' (the version number)")
+    def _gto_tag(cls, v):
+        if not _GTO_TAG.match(v):
+            raise ValueError(f"tag {v!r} is not GTO's version tag NAME@v{{n}}.0.0; use e.g. 'serm-model@v{{n}}.0.0' "
+                             "(NAME: letters, digits, '-', '_', '/'), so gto and deploy jobs can read the versions")
         return v
 
 

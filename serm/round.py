@@ -523,6 +523,9 @@ def recover(ws, log=_log_default) -> None:
             log(f"[recover] removed {removed} DVC cache object(s) that only the interrupted promotion wrote")
     for tag in versioning.restore_missing_tags(ws):
         log(f"[recover] the promotion was committed but not tagged; tagged it {tag}")
+    stage = versioning.restore_stage(ws)
+    if stage:
+        log(f"[recover] the committed production was not GTO's production; assigned it ({stage})")
 
 
 def update_escalations(ws, round_no: int, labels, round_escalations) -> None:

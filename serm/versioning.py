@@ -2,9 +2,18 @@
 
 Every completed round commits `data.dvc` and `versions.json` (only those paths: a user's other
 changes are never swept into a SERM commit) after `dvc add data` + `dvc push`; a promoted round
-also tags the commit (`serm-model@v{n}`). Rollback is forward-only: it checks out a tag's
-`data.dvc`, restores `data/` from the DVC cache (fetching from the remote when needed) and
-records a new commit. History is never rewritten.
+also tags the commit.
+
+The tags are GTO's (DVC's git-tag model registry), so `gto show` and any deploy job that
+follows GTO read SERM's registry without SERM: `serm-model@v3.0.0` registers version 3 (SERM's
+v3 is GTO's v3.0.0) and `serm-model#production#N` assigns the production stage, the highest N
+being in effect (`gto show serm-model#production --ref`). Promotion, `serm promote` and
+rollback each add an assignment; none is ever moved or deleted.
+
+Rollback is forward-only and moves the model, not the data: vK's `data/model` is restored from
+its tag's DVC version into today's `data/`, so every label, review, escalation and test label
+gathered since stays, and the next round trains from vK with all of them. Restoring vK's whole
+`data/` is `rollback(..., data=True)`. History is never rewritten.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ GIT_ID = ["-c", "user.name=serm", "-c", "user.email=serm@localhost"]
 EMPTY_DIR_MD5 = "d751713988987e9331980363e24189ce.dir"
 
 
-def git(ws: Workspace, *args: str, check: bool = True) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+def git(ws: Workspace, *args: str, check: bool = True, env: dict | None = None) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
     cmd = ["git", *(GIT_ID if args and args[0] in ("commit", "tag") and not _has_identity(ws) else []), *args]
     proc = subprocess.run(cmd, cwd=ws.root, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
@@ -129,8 +138,9 @@ def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
     git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
     git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
     sha = git(ws, "rev-parse", "HEAD")
-    if tag:
+    if tag:   # a promotion: register the version, then make it GTO's production
         git(ws, "tag", "-a", tag, "-m", message)
+        assign_stage(ws, tag, message=message)
     return sha
 
 
@@ -151,25 +161,155 @@ def next_version(ws: Workspace) -> int:
     return max([v["version"] for v in ws.versions()["versions"]], default=-1) + 1
 
 
-def rollback(ws: Workspace, version: int, tag_format: str) -> str:
-    """Make `version` production again by restoring its data and model; forward-only."""
+def rollback(ws: Workspace, version: int, data: bool = False, reason: str | None = None) -> str:
+    """Make `version` production again; forward-only (a new commit and stage assignment).
+
+    By default only the model moves: `data/model` becomes vK's, byte for byte, and the rest of
+    `data/` (labels, reviews, escalations, test labels, stream position) stays as it is now.
+    `data=True` restores vK's whole `data/` as it was committed (what came after it leaves
+    the working data; it stays in git and DVC history)."""
     reg = ws.versions()
     known = {v["version"]: v for v in reg["versions"]}
     if version not in known:
         raise WorkspaceError(f"unknown version v{version}; known: {', '.join(f'v{v}' for v in sorted(known))}")
-    tag = tag_format.format(n=version)
-    if not tag_exists(ws, tag):
+    tag = known[version].get("tag")
+    if not tag or not tag_exists(ws, tag):
         raise WorkspaceError(f"version v{version} has no tag {tag!r} in {ws.root}; cannot restore it")
-    content = git(ws, "show", f"{tag}:{schema.DATA_DVC}")
-    atomic_write_text(ws.root / schema.DATA_DVC, content + "\n")
-    repo = dvc_repo(ws)
-    with quiet():
-        repo.fetch(targets=[str(ws.root / schema.DATA_DVC)])
-        repo.checkout(targets=[str(ws.root / schema.DATA_DVC)], force=True)
+    if data:
+        content = git(ws, "show", f"{tag}:{schema.DATA_DVC}")
+        atomic_write_text(ws.root / schema.DATA_DVC, content + "\n")
+        repo = dvc_repo(ws)
+        with quiet():
+            repo.fetch(targets=[str(ws.root / schema.DATA_DVC)])
+            repo.checkout(targets=[str(ws.root / schema.DATA_DVC)], force=True)
+    else:
+        restore_model(ws, tag)
+        state = ws.state()
+        state.update(production=version, production_round=known[version].get("round", 0))
+        atomic_write_json(ws.state_path, state)
     reg["production"] = version
-    reg["events"].append({"event": "rollback", "version": version})
+    reg["events"] = [*reg.get("events", []), {"event": "rollback", "version": version, "data": data,
+                                              "reason": reason, "at": schema.now_iso()}]
     atomic_write_json(ws.versions_path, reg)
-    return commit_version(ws, f"serm: roll back to v{version} (restores {tag})")
+    what = "data/ and data/model" if data else "data/model (labels and reviews kept)"
+    sha = commit_version(ws, f"serm: roll back to v{version}: restores {what} of {tag}"
+                         + (f" ({reason})" if reason else ""))
+    assign_stage(ws, tag, message=f"rollback to v{version}" + (f": {reason}" if reason else ""))
+    return sha
+
+
+def promote(ws: Workspace, version: int, reason: str) -> str:
+    """A manual promotion: `version` becomes production with `reason` recorded (in
+    versions.json's events, the commit message and the GTO assignment)."""
+    if not reason or not reason.strip():
+        raise WorkspaceError("a manual promotion needs a reason (--reason TEXT): it is recorded with the version")
+    reg = ws.versions()
+    if reg.get("production") == version:
+        raise WorkspaceError(f"v{version} is already production")
+    return rollback(ws, version, reason=f"manual promotion: {reason.strip()}")
+
+
+def restore_model(ws: Workspace, tag: str) -> None:
+    """Replace `data/model` with the model committed at `tag` (DVC cache, else the remote)."""
+    import shutil
+    import tempfile
+
+    ws.dot.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="restore-", dir=ws.dot) as tmp:   # same filesystem: a rename
+        out = Path(tmp) / "model"
+        try:
+            from dvc.api import DVCFileSystem
+
+            fs = DVCFileSystem(str(ws.root), rev=tag)
+            try:
+                fs.get("data/model", str(out), recursive=True)
+            finally:
+                fs.close()
+        except Exception as exc:  # git/DVC say why (cache and remote both lack it)
+            raise WorkspaceError(f"cannot restore the model of {tag!r} in {ws.root}: {exc}") from None
+        if not (out / schema.MODEL_CONFIG).is_file():
+            raise WorkspaceError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
+        old = ws.data / ".model.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if ws.model_dir.exists():
+            ws.model_dir.rename(old)
+        out.rename(ws.model_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- GTO stages
+PRODUCTION_STAGE = "production"
+
+
+def artifact_of(tag: str) -> str:
+    return tag.split("@", 1)[0]
+
+
+def _assignments(ws: Workspace, artifact: str, stage: str) -> list[tuple[int, str, int]]:
+    """(counter, tag, tagger time) of every `artifact#stage#N` tag, lowest counter first."""
+    import re
+
+    out = []
+    rows = git(ws, "for-each-ref", "--format=%(refname:short) %(taggerdate:unix)",
+               f"refs/tags/{artifact}#{stage}#*").splitlines()
+    pattern = re.compile(rf"^{re.escape(artifact)}#{re.escape(stage)}#(\d+)$")
+    for row in rows:
+        name, _, when = row.partition(" ")
+        m = pattern.match(name)
+        if m:
+            out.append((int(m.group(1)), name, int(when or 0)))
+    return sorted(out)
+
+
+def latest_assignment(ws: Workspace, tag: str, stage: str = PRODUCTION_STAGE) -> str | None:
+    """The stage's assignment in effect (`serm-model#production#N`), or None."""
+    done = _assignments(ws, artifact_of(tag), stage)
+    return done[-1][1] if done else None
+
+
+def stage_version_tag(ws: Workspace, tag_format_or_tag: str, stage: str = PRODUCTION_STAGE) -> str | None:
+    """The version tag the stage is assigned to now (the highest assignment's commit), or None."""
+    artifact = artifact_of(tag_format_or_tag)
+    done = _assignments(ws, artifact, stage)
+    if not done:
+        return None
+    commit = git(ws, "rev-parse", f"{done[-1][1]}^{{commit}}")
+    for name in git(ws, "tag", "--points-at", commit, "--list", f"{artifact}@v*").split():
+        return name
+    return None
+
+
+def assign_stage(ws: Workspace, tag: str, stage: str = PRODUCTION_STAGE, message: str | None = None) -> str:
+    """Assign `stage` to the version `tag` registers: GTO's annotated `artifact#stage#N` tag on
+    the version's commit. GTO orders assignments by tag time (whole seconds), so the new one
+    is dated at least a second after the last."""
+    import time
+
+    artifact = artifact_of(tag)
+    done = _assignments(ws, artifact, stage)
+    counter = done[-1][0] + 1 if done else 1
+    when = max(int(time.time()), max((t for _, _, t in done), default=0) + 1)
+    name = f"{artifact}#{stage}#{counter}"
+    git(ws, "tag", "-a", name, "-m", message or f"{stage}: {tag}", f"{tag}^{{commit}}",
+        env={"GIT_COMMITTER_DATE": f"{when} +0000"})
+    return name
+
+
+def restore_stage(ws: Workspace) -> str | None:
+    """After a kill between a version's tag and its stage assignment: assign production to the
+    committed production version if GTO's production is another. Returns the tag made."""
+    import json
+
+    if git(ws, "cat-file", "-t", "HEAD:versions.json", check=False) != "blob":
+        return None
+    reg = json.loads(git(ws, "show", "HEAD:versions.json"))
+    entry = next((v for v in reg["versions"] if v["version"] == reg.get("production")), None)
+    if not entry or not entry.get("tag") or not tag_exists(ws, entry["tag"]):
+        return None
+    if stage_version_tag(ws, entry["tag"]) == entry["tag"]:
+        return None
+    return assign_stage(ws, entry["tag"], message=f"production: {entry['tag']} (assignment restored after an "
+                        "interrupted promotion)")
 
 
 def tree_checksum(path: Path) -> str:

@@ -75,7 +75,7 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
     (ws.data / "seed").mkdir(parents=True, exist_ok=True)
     stream_frame("en", 0, 150, 2.0, seed=1).to_parquet(ws.data / "seed" / "query_frame.parquet", index=False)
     _write(ws.state_path, {"rounds_done": 0, "next_batch": 1, "production": 0, "production_round": 0})
-    v0 = {"version": 0, "tag": "serm-model@v0", "round": 0, "parent": None,
+    v0 = {"version": 0, "tag": "serm-model@v0.0.0", "round": 0, "parent": None,
           "metrics": metrics(0.72, 0.61, "es", 0.78), "created": _iso(t0)}
     _write(ws.versions_path, {"production": 0, "versions": [v0], "events": [{"event": "promoted", "version": 0}]})
 
@@ -102,7 +102,7 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
                     "drift": stage(record), "mine": stage(), "annotate": stage(), "check": stage(),
                     "train": stage(), "evaluate": stage(), "promote": stage({"promote": promoted})},
             decision={"run_pipeline": True, "forced_by_cli": False, "reason": record["reason"]},
-            promoted=promoted, reason=reason, tag="serm-model@v1" if promoted else None,
+            promoted=promoted, reason=reason, tag="serm-model@v1.0.0" if promoted else None,
             finished=_iso(finished)).save(ws.layout.round(r).committed_manifest)
         _write(rdir / schema.MINING_REPORT.name, {"stream_pairs": 1000, "scored_pairs": 1000, "budget": 160,
                                              "selected": 150 + 5 * r, "per_agent": {"user_feedback": 90, "uncertainty": 60},
@@ -119,7 +119,7 @@ def two_round_workspace(root: Path, now: datetime | None = None) -> Workspace:
         _write(rdir / schema.METRICS.name, RoundMetrics(Metrics(cand), Metrics(prod)).to_dict())
         reg = json.loads(ws.versions_path.read_text())
         if promoted:
-            reg["versions"].append({"version": 1, "tag": "serm-model@v1", "round": r, "parent": 0,
+            reg["versions"].append({"version": 1, "tag": "serm-model@v1.0.0", "round": r, "parent": 0,
                                     "metrics": cand, "created": _iso(finished)})
             reg["production"] = 1
             reg["events"].append({"event": "promoted", "version": 1, "round": r})

@@ -49,7 +49,10 @@ def test_a_round_on_the_cluster_pipeline_shares_nothing_but_git_and_dvc(tmp_path
     # What the git server and the object store now hold: a fresh clone sees round 1 and v1.
     assert git(origin, "log", "-1", "--format=%s", branch).startswith("serm: round 1 promoted v1")
     assert git(origin, "rev-parse", f"{branch}~1") == rev, "the round's commit is on top of rev"
-    assert "serm-model@v1" in git(origin, "tag")
+    assert "serm-model@v1.0.0" in git(origin, "tag")
+    prod = max(t for t in git(origin, "tag").split() if t.startswith("serm-model#production#"))
+    assert git(origin, "rev-parse", f"{prod}^{{commit}}") == git(origin, "rev-parse", "serm-model@v1.0.0^{commit}"), \
+        "GTO's production assignment pushed with the version"
     fresh = tmp_path / "fresh"
     subprocess.run(["git", "clone", "-q", str(origin), str(fresh)], check=True)
     w = Workspace.at(fresh)

@@ -87,12 +87,12 @@ def test_recover_undoes_a_staged_but_uncommitted_version(tmp_path_factory):
 def test_recover_tags_a_commit_whose_tag_was_never_written(tmp_path_factory):
     ws = initialised_copy(tmp_path_factory, "crash-tag")
     before = snapshot(ws)
-    target = git(ws, "rev-list", "-n1", "serm-model@v0")
-    git(ws, "tag", "-d", "serm-model@v0")
+    target = git(ws, "rev-list", "-n1", "serm-model@v0.0.0")
+    git(ws, "tag", "-d", "serm-model@v0.0.0")
     lines = []
     rounds.recover(Workspace.at(ws), lines.append)
-    assert git(ws, "rev-list", "-n1", "serm-model@v0") == target
-    assert any("tagged it serm-model@v0" in s for s in lines), lines
+    assert git(ws, "rev-list", "-n1", "serm-model@v0.0.0") == target
+    assert any("tagged it serm-model@v0.0.0" in s for s in lines), lines
     assert diff(before, snapshot(ws)) == ["tags"], "only the tag object is new"
     rounds.recover(Workspace.at(ws), lines.append)
     assert sum("tagged it" in s for s in lines) == 1, "recovery is idempotent"
@@ -125,7 +125,7 @@ def test_kill_in_every_stage_then_resume(tmp_path_factory):
         assert f"[{s}] already done in this round" in final.text, s
     w = Workspace.at(ws)
     assert w.state()["rounds_done"] == 1 and w.state()["production"] == 1
-    assert "serm-model@v1" in git(ws, "tag")
+    assert "serm-model@v1.0.0" in git(ws, "tag")
     assert git(ws, "log", "--format=%s").count("serm: round 1 promoted v1") == 1
     assert versioning.clean(w)
     man = (ws / "data" / "rounds" / "r0001" / "manifest.json").read_text()

@@ -135,7 +135,7 @@ def test_versions_resolve_from_the_workspace(capsys, files, tmp_path):
         m = RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu")
         m.save(ws.model_dir, metrics={}, lineage={"version": v})
         expected[v] = evaluate(m, load_judgments(files / "j.csv"))["overall"]
-        tag = f"serm-model@v{v}"
+        tag = f"serm-model@v{v}.0.0"
         versioning.record_version(ws, {"version": v, "tag": tag, "round": v, "parent": v - 1 if v else None,
                                        "metrics": {}})
         versioning.commit_version(ws, f"v{v}", tag)

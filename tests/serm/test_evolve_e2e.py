@@ -57,14 +57,14 @@ def ws(tmp_path_factory, policy):
 
 @pytest.fixture(scope="module")
 def v0_checksum(ws):
-    return tree_checksum(ws / "data")
+    return tree_checksum(ws / "data"), tree_checksum(ws / "data" / "model")
 
 
 def test_init_makes_a_versioned_workspace(ws, v0_checksum):
     w = Workspace.at(ws)
     assert w.state()["production"] == 0
     assert (ws / "data" / "model" / "metrics.json").exists() and (ws / "data" / "model" / "lineage.json").exists()
-    assert "serm-model@v0" in git(ws, "tag")
+    assert "serm-model@v0.0.0" in git(ws, "tag")
     assert git(ws, "status", "--porcelain", "--", "data.dvc", "versions.json") == ""
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, capture_output=True, text=True)
     assert "up to date" in status.stdout.lower() or status.stdout.strip() == "", status.stdout
@@ -85,8 +85,8 @@ def test_round_one_runs_the_whole_pipeline(ws, v0_checksum, policy):
     man = json.loads((rdir / "manifest.json").read_text())
     assert all(man["stages"][s]["status"] == "done" for s in ("ingest", "drift", "mine", "annotate", "check",
                                                                "train", "evaluate", "promote"))
-    assert man["promoted"] is True and man["tag"] == "serm-model@v1"
-    assert "serm-model@v1" in git(ws, "tag")
+    assert man["promoted"] is True and man["tag"] == "serm-model@v1.0.0"
+    assert "serm-model@v1.0.0" in git(ws, "tag")
     assert Workspace.at(ws).state()["next_batch"] == 2
     assert not (ws / ".serm" / "rounds" / "r0001").exists(), "staging is cleaned after the commit"
 
@@ -131,11 +131,18 @@ def test_round_two_evolves_on_the_next_batch(ws, policy):
     assert versions["production"] == 2
 
 
-def test_rollback_restores_byte_identical_data(ws, v0_checksum, policy):
+def test_rollback_moves_the_model_keeps_the_labels_and_restores_data_on_request(ws, v0_checksum, policy):
+    data_v0, model_v0 = v0_checksum
     head_before = git(ws, "rev-parse", "HEAD")
-    serm(ws, "rollback", "0", "--policy", policy)
-    assert tree_checksum(ws / "data") == v0_checksum
+    labels = tree_checksum(ws / "data" / "labels")
+    serm(ws, "rollback", "0")
+    assert tree_checksum(ws / "data" / "model") == model_v0, "v0's model byte for byte"
+    assert tree_checksum(ws / "data" / "labels") == labels, "rounds 1-2's labels stay"
     assert git(ws, "rev-parse", "HEAD^") == head_before, "rollback is a new commit, history kept"
+    versions = json.loads(serm(ws, "versions", "--json").stdout)
+    assert versions["production"] == 0 and versions["gto"]["production"] == "serm-model@v0.0.0"
+    serm(ws, "rollback", "0", "--data")
+    assert tree_checksum(ws / "data") == data_v0, "--data: v0's whole data/ byte for byte"
     assert json.loads(serm(ws, "versions", "--json").stdout)["production"] == 0
 
 

@@ -89,7 +89,7 @@ def test_round_report_links_every_artifact_and_shows_the_numbers(ws):
     assert agents["lexical"] == ["0", "0.8733", "150"] and agents["click_evidence"] == ["0.4", "0.9556", "90"]
     # metrics table: production vs candidate on both tests, with the difference
     assert "evolving (es)" in page.cells and "0.7" in page.cells and "0.61" in page.cells
-    assert "promoted serm-model@v1" in text
+    assert "promoted serm-model@v1.0.0" in text
     # the plot of metrics across versions
     assert page.images == ["metrics_by_version.png"]
     import matplotlib.image

@@ -151,7 +151,7 @@ def test_a_round_with_the_gate_closed_keeps_production(tmp_path_factory):
     assert man.promoted is False and man.tag is None and "min_gain 1.0" in man.reason
     assert man.done("train") and man.done("evaluate") and man.result("promote")["promote"] is False
     assert git(ws, "log", "-1", "--format=%s").startswith("serm: round 1 kept v0 (evolving ndcg@4 gain")
-    assert "serm-model@v1" not in git(ws, "tag")
+    assert "serm-model@v1.0.0" not in git(ws, "tag")
     assert [v["version"] for v in w.versions()["versions"]] == [0]
     assert w.layout.round_labels(1).exists(), "the round's labels are kept for the next round"
     assert not w.layout.round(1).staging.exists()

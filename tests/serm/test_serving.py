@@ -50,7 +50,7 @@ def workspace(tmp_path_factory):
         m = RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu")
         m.save(ws.model_dir, metrics={"static": {"ndcg@4": 0.5 + v / 10}}, lineage={"version": v, "round": v})
         models[v] = m
-        tag = f"serm-model@v{v}"
+        tag = f"serm-model@v{v}.0.0"
         versioning.record_version(ws, {"version": v, "tag": tag, "round": v, "parent": v - 1 if v else None,
                                        "metrics": {}})
         versioning.commit_version(ws, f"v{v}", tag)

@@ -110,7 +110,7 @@ def test_dashboard_panels_are_defined(built, tmp_path):
     info = sync(ws)
     model = EvidentlyWorkspace(str(evidently_path(ws))).get_project(info["project_id"]).dashboard.model()
     titles = [p.title for p in model.panels]
-    assert titles[0] == "SERM workspace ws: production v1 (serm-model@v1)" and titles[1:] == PANELS
+    assert titles[0] == "SERM workspace ws: production v1 (serm-model@v1.0.0)" and titles[1:] == PANELS
     per_detector = next(p for p in model.panels if p.title == "Per-detector drift score per batch")
     assert [v.metric_labels["column"] for v in per_detector.values] == [
         "drift_query_descriptors", "drift_locale_mix", "drift_score", "drift_engagement", "drift_embedding"]
@@ -234,7 +234,7 @@ def test_dashboard_renders_panels_with_data_in_chromium(ui, tmp_path):
     print(f"dashboard screenshot: {shot}")
 
     dom = render(url, tmp_path / "profile-dom")
-    assert f">SERM workspace {ws.root.name}: production v1 (serm-model@v1)<" in dom
+    assert f">SERM workspace {ws.root.name}: production v1 (serm-model@v1.0.0)<" in dom
     seg = panel_segments(dom)
     marks = {t: s.count("MuiMarkElement-root") for t, s in seg.items()}
     bars = {t: s.count("MuiBarElement-root") for t, s in seg.items()}

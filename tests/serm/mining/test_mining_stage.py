@@ -19,10 +19,10 @@ def test_earlier_versions_come_back_from_their_dvc_tags_and_training_queries_fol
     for v in (0, 1):
         atomic_write_json(ws.model_dir / "config.json", {"version": v})
         atomic_write_json(ws.state_path, {"rounds_done": v, "next_batch": v + 1, "production": v, "production_round": v})
-        versioning.record_version(ws, {"version": v, "tag": f"serm-model@v{v}", "round": v})
-        versioning.commit_version(ws, f"v{v}", f"serm-model@v{v}")
+        versioning.record_version(ws, {"version": v, "tag": f"serm-model@v{v}.0.0", "round": v})
+        versioning.commit_version(ws, f"v{v}", f"serm-model@v{v}.0.0")
 
-    restored = history.version_model_dir(ws, 0, "serm-model@v0")
+    restored = history.version_model_dir(ws, 0, "serm-model@v0.0.0")
     assert restored == ws.dot / "models" / "v0"
     assert json.loads((restored / "config.json").read_text()) == {"version": 0}
     assert json.loads((ws.model_dir / "config.json").read_text()) == {"version": 1}, "data/ is untouched"
