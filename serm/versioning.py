@@ -209,6 +209,23 @@ def promote(ws: Workspace, version: int, reason: str) -> str:
     return rollback(ws, version, reason=f"manual promotion: {reason.strip()}")
 
 
+def get_model(ws: Workspace, tag: str, out: Path) -> Path:
+    """Copy `data/model` as committed at `tag` to `out` (from the DVC cache, else the remote)."""
+    try:
+        from dvc.api import DVCFileSystem
+
+        fs = DVCFileSystem(str(ws.root), rev=tag)
+        try:
+            fs.get("data/model", str(out), recursive=True)
+        finally:
+            fs.close()
+    except Exception as exc:  # git/DVC say why (missing tag, cache and remote both lack it)
+        raise WorkspaceError(f"cannot restore the model of tag {tag!r} in {ws.root}: {exc}") from None
+    if not (Path(out) / schema.MODEL_CONFIG).is_file():
+        raise WorkspaceError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
+    return Path(out)
+
+
 def restore_model(ws: Workspace, tag: str) -> None:
     """Replace `data/model` with the model committed at `tag` (DVC cache, else the remote)."""
     import shutil
@@ -216,19 +233,7 @@ def restore_model(ws: Workspace, tag: str) -> None:
 
     ws.dot.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="restore-", dir=ws.dot) as tmp:   # same filesystem: a rename
-        out = Path(tmp) / "model"
-        try:
-            from dvc.api import DVCFileSystem
-
-            fs = DVCFileSystem(str(ws.root), rev=tag)
-            try:
-                fs.get("data/model", str(out), recursive=True)
-            finally:
-                fs.close()
-        except Exception as exc:  # git/DVC say why (cache and remote both lack it)
-            raise WorkspaceError(f"cannot restore the model of {tag!r} in {ws.root}: {exc}") from None
-        if not (out / schema.MODEL_CONFIG).is_file():
-            raise WorkspaceError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
+        out = get_model(ws, tag, Path(tmp) / "model")
         old = ws.data / ".model.old"
         shutil.rmtree(old, ignore_errors=True)
         if ws.model_dir.exists():

@@ -104,19 +104,13 @@ def _version_dir(version: int, workspace: str | Path):
         return
     tag = known[version].get("tag")
     with tempfile.TemporaryDirectory(prefix=f"serm-v{version}-") as tmp:
-        out = Path(tmp) / "model"
-        try:
-            from dvc.api import DVCFileSystem
+        from serm.errors import WorkspaceError
+        from serm.versioning import get_model
 
-            fs = DVCFileSystem(str(ws.root), rev=tag)
-            try:
-                fs.get("data/model", str(out), recursive=True)
-            finally:
-                fs.close()
-        except Exception as exc:  # git/DVC say why (missing tag, cache and remote both lack it)
-            raise DataError(f"cannot restore model v{version} from tag {tag!r} in {ws.root}: {exc}") from None
-        if not (out / schema.MODEL_CONFIG).is_file():
-            raise DataError(f"tag {tag!r} in {ws.root} holds no data/model/config.json")
+        try:
+            out = get_model(ws, tag, Path(tmp) / "model")
+        except WorkspaceError as exc:
+            raise DataError(f"model v{version}: {exc}") from None
         yield out, version
 
 
