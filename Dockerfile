@@ -27,6 +27,20 @@ COPY policies ./policies
 # cpu: the same torch pin as above (already satisfied); no test extras in the image.
 RUN pip install ".[cpu]" && pip check && serm --help > /dev/null
 
+# Plugins (README "Plugins"): packages declaring SERM entry points (serm.mining_agents,
+# serm.annotation_agents, serm.drift_detectors), baked in so every step of a cluster run finds
+# them. Space-separated pip requirement specs, e.g.
+#   docker build --build-arg SERM_PLUGINS="my-serm-plugins==1.2.0 git+https://example.com/team/judges@v3" -t serm:0.1.0 .
+# (a local package: COPY it into the image above this line and name its path). SERM's installed
+# versions constrain the install (a plugin cannot move a pin); the build fails if a plugin does
+# not install or does not load, and prints the plugins it found.
+ARG SERM_PLUGINS=""
+RUN if [ -n "$SERM_PLUGINS" ]; then \
+      pip list --format=freeze > /tmp/serm-pins.txt \
+      && pip install -c /tmp/serm-pins.txt $SERM_PLUGINS && pip check \
+      && python -c "from serm.policy_schema import installed_plugins; print(*installed_plugins(), sep='\\n')"; \
+    fi
+
 # A pipeline step runs `python -m kfp.dsl.executor_main ...` (KFP sets the command); this is
 # for running serm by hand in the image.
 ENTRYPOINT ["serm"]

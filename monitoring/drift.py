@@ -8,7 +8,9 @@
   rounds-per-period cap over `round_history`).
 
 The detectors' vocabulary (types, columns, default thresholds) and `duration` belong to the
-policy (`serm.policy_schema`); they are re-exported here for existing callers.
+policy (`serm.policy_schema`); they are re-exported here for existing callers. Installed packages
+add detector types (`serm.plugins.DriftDetector`, entry point group `serm.drift_detectors`): their
+per-query columns go through the same Evidently report, or they compute their own value.
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ def format_verdicts(result: DriftResult) -> str:
     for d in result.detectors:
         value = "n/a" if d.value != d.value else _fmt(d.value)
         what = d.details.get("skipped") or d.details.get("value_is", "")
-        if d.type not in MULTI_COLUMN and "skipped" not in d.details:
+        multi = "columns_judged" in d.details   # judged by its share of drifted columns
+        if not multi and "skipped" not in d.details:
             what += f" ({d.details.get('method_name', '')})"
         lines.append(f"  {d.type:<22} {value:>8}  {d.comparison:<4} {d.threshold:<9g}  "
                      f"{'YES' if d.drifted else 'no':<7}  {what}")
-        if d.type in MULTI_COLUMN:
+        if multi:
             op = "<" if d.details.get("method") in P_VALUE_METHODS else ">="
             for col, info in d.details.get("columns", {}).items():
                 if "skipped" in info:

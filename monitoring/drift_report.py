@@ -36,6 +36,11 @@ any size: with alpha 0.1 it fires ~10% of the time on no drift, and it still cat
 (~1% false alarms at 0.1 with 200 rows). Change `METHODS` to switch a detector's method; the
 comparison direction follows (`P_VALUE_METHODS`).
 
+A plugin detector type (`serm.plugins.DriftDetector`, from an installed package) adds its own
+per-query columns (`add_columns`) to the same report with its own stattest, judged like the
+built-ins (one column: its score; several: the share drifted), or computes its value itself
+(`measure`), outside Evidently.
+
 The per-column verdicts are Evidently's own test results (`FAIL` = drifted) and metric values,
 read from `snapshot.dict()`; nothing is recomputed here.
 """
@@ -50,7 +55,7 @@ from pathlib import Path
 from monitoring.descriptors import embedding_scores
 from serm import schema
 from serm.files import atomic_write_text
-from serm.policy_schema import DETECTOR_COLUMNS
+from serm.policy_schema import DETECTORS, detector_columns
 
 CATEGORICAL_COLUMNS = {"locale"}
 MULTI_COLUMN = {"query_descriptors", "engagement"}
@@ -115,8 +120,27 @@ class DriftResult:
 
 # --------------------------------------------------------------------------- the report
 def _plan(spec) -> list[tuple[object, list[str], str]]:
-    """(detector spec, columns, method) per detector."""
-    return [(det, list(det.columns or DETECTOR_COLUMNS[det.type]), METHODS[det.type]) for det in spec.detectors]
+    """(detector spec, columns, method) per detector; a plugin detector's method is its own."""
+    return [(det, list(det.columns or detector_columns(det.type)),
+             METHODS.get(det.type) or DETECTORS[det.type].method) for det in spec.detectors]
+
+
+def _plugin(det):
+    """The `serm.plugins.DriftDetector` subclass of a plugin detector type, or None (built-in)."""
+    return DETECTORS[det.type] if DETECTORS.is_plugin(det.type) else None
+
+
+def _multi(det) -> bool:
+    """Judged by the share of its drifted columns: the built-in multi-column types, and plugins
+    declaring more than one column."""
+    plugin = _plugin(det)
+    return det.type in MULTI_COLUMN or (plugin is not None and len(plugin.columns) > 1)
+
+
+def _measured(det) -> bool:
+    """A plugin detector that computes its own value (`DriftDetector.measure`), outside Evidently."""
+    plugin = _plugin(det)
+    return plugin is not None and plugin.measures()
 
 
 def _frame(df, numeric: list[str], categorical: list[str], text: list[str], name: str):
@@ -177,10 +201,16 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
     from serm.errors import DataError
 
     plan = _plan(spec)
-    wanted = sorted({c for det, cols, _ in plan if det.type not in EMBEDDING for c in cols})
-    text = sorted({c for det, cols, _ in plan if det.type in EMBEDDING for c in cols})
-    numeric = [c for c in wanted if c not in CATEGORICAL_COLUMNS]
-    categorical = [c for c in wanted if c in CATEGORICAL_COLUMNS]
+    plugins = {det.type: _plugin(det)() for det, _, _ in plan if _plugin(det) is not None}
+    for detector in plugins.values():   # plugin detectors' own per-query columns
+        reference, current = detector.add_columns(reference, current)
+    compared = [(det, cols, method) for det, cols, method in plan if not _measured(det)]   # by Evidently
+    wanted = sorted({c for det, cols, _ in compared if det.type not in EMBEDDING for c in cols})
+    text = sorted({c for det, cols, _ in compared if det.type in EMBEDDING for c in cols})
+    categories = CATEGORICAL_COLUMNS | {c for det, cols, _ in compared if det.type in plugins
+                                        and plugins[det.type].categorical for c in cols}
+    numeric = [c for c in wanted if c not in categories]
+    categorical = [c for c in wanted if c in categories]
     ref_df = _frame(reference, numeric, categorical, text, "reference")
     cur_df = _frame(current, numeric, categorical, text, "current")
     skipped = {}
@@ -192,13 +222,13 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
     numeric += [e["column"] for e in embeddings.values()]
     # One metric per (column, method, threshold); two detectors asking the same share it.
     metrics: dict[tuple, object] = {}
-    for det, cols, method in plan:
+    for det, cols, method in compared:
         for col in cols:
             key = _metric_key(det, col, method)
             if col in skipped or key in metrics:
                 continue
             metrics[key] = ValueDrift(column=key[0], method=method, threshold=key[2])
-    if not metrics:
+    if not metrics and len(compared) == len(plan):
         raise DataError(f"drift: no column has values to compare ({'; '.join(f'{c}: {r}' for c, r in skipped.items())})")
     used = {k[0] for k in metrics}
     numeric = [c for c in numeric if c in used]
@@ -214,6 +244,9 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
     columns = _read_columns(evidently, metrics)
     verdicts = []
     for det, cols, method in plan:
+        if _measured(det):
+            verdicts.append(_measure(plugins[det.type], det, reference, current))
+            continue
         p_value = method in P_VALUE_METHODS
         per_col = {}
         for col in cols:
@@ -225,7 +258,7 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
             per_col[col] = {"drift_score": got["value"], "drifted": got["drifted"], "method": method,
                             "column_threshold": got["threshold"], "evidently": got["description"]}
         details = {"method": method, "method_name": METHOD_NAMES.get(method, method), "columns": per_col}
-        if det.type in MULTI_COLUMN:
+        if _multi(det):
             judged = [v for v in per_col.values() if "skipped" not in v]
             share = sum(v["drifted"] for v in judged) / len(judged) if judged else 0.0
             details.update(value_is="share of drifted columns", value_label="share=", drifted_when="value >= threshold",
@@ -241,7 +274,8 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
                                     f"out-of-fold classifier scores)",
                            value_label="p=", drifted_when="value < threshold", **emb)
         else:
-            details.update(value_is=("p-value" if p_value else "drift score") + f" of {col}",
+            plugin_says = getattr(plugins.get(det.type), "value_is", "")
+            details.update(value_is=plugin_says or ("p-value" if p_value else "drift score") + f" of {col}",
                            value_label="p=" if p_value else SHORT_NAMES.get(method, method) + "=",
                            drifted_when="value < threshold" if p_value else "value >= threshold")
         if col in skipped:
@@ -276,7 +310,31 @@ def _metric_key(det, col: str, method: str) -> tuple:
         from monitoring.embedding import resolve
 
         return (f"{col}_embedding_{resolve(det.embedder).replace('-', '_')}", method, float(det.threshold))
-    return (col, method, None if det.type in MULTI_COLUMN else float(det.threshold))
+    return (col, method, None if _multi(det) else float(det.threshold))
+
+
+def _measure(detector, det, reference, current) -> DetectorVerdict:
+    """The verdict of a plugin detector that computes its own value (`DriftDetector.measure`)."""
+    import math
+
+    t0 = time.perf_counter()
+    try:
+        value = float(detector.measure(reference, current))
+    except Exception as exc:   # someone else's code: say whose
+        from serm.errors import DataError
+
+        raise DataError(f"drift: the plugin detector {det.type!r} failed: {type(exc).__name__}: {exc} "
+                        f"[{DETECTORS.origin(det.type)}]") from exc
+    op = "<" if detector.p_value else ">="
+    details = {"method": "plugin", "method_name": f"{type(detector).__name__} (plugin)", "columns": {},
+               "value_is": detector.value_is or f"the value of the plugin detector {det.type}",
+               "value_label": "p=" if detector.p_value else "value=", "drifted_when": f"value {op} threshold",
+               "plugin": DETECTORS.origin(det.type), "seconds": round(time.perf_counter() - t0, 3)}
+    if math.isnan(value):
+        details["skipped"] = "the plugin gave no value (NaN)"
+        return DetectorVerdict(det.type, False, value, det.threshold, details)
+    drifted = value < det.threshold if detector.p_value else value >= det.threshold
+    return DetectorVerdict(det.type, bool(drifted), value, det.threshold, details)
 
 
 def _read_columns(evidently: dict, metrics: dict) -> dict[tuple, dict]:

@@ -2,7 +2,8 @@
 detectors' vocabulary (their types, columns and default thresholds) and policy durations.
 
 Every model forbids unknown fields, is frozen and refuses .inf/.nan. Agents are chosen by name
-through the registries in `serm.mining` and `serm.annotation`; an agent's parameters are
+through the registries in `serm.mining` and `serm.annotation` (built-ins and installed plugins,
+`serm.plugins`); drift detector types through `DETECTORS`; an agent's parameters are
 validated by its own `Params` model and an unknown name or parameter lists the valid ones.
 `serm.policy` loads a YAML file into `Policy`.
 """
@@ -13,12 +14,13 @@ import hashlib
 import json
 import math
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      WithJsonSchema, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from serm.plugins import DRIFT_DETECTORS, DriftDetector, PluginError, Registry
 from serm.policy_errors import HINTS, error_rows, field_path, join_path, raise_rows, show
 
 
@@ -121,10 +123,10 @@ PATH_FIELDS = {"simulated": ("judgments",), "files": ("documents", "seed_judgmen
 
 
 # --------------------------------------------------------------------------- drift
-# The drift detectors a policy may declare: their per-query columns (`monitoring.drift` builds
-# one Evidently metric per column) and the thresholds that differ from DetectorSpec's 0.1.
-DetectorType = Literal["query_descriptors", "locale_mix", "score", "engagement", "embedding"]
-DETECTOR_TYPES: tuple[str, ...] = get_args(DetectorType)
+# The built-in drift detectors: their per-query columns (`monitoring.drift_report` builds one
+# Evidently metric per column) and the thresholds that differ from DetectorSpec's 0.1. Installed
+# packages add types through the entry point group `serm.drift_detectors` (`serm.plugins`).
+DETECTOR_TYPES: tuple[str, ...] = ("query_descriptors", "locale_mix", "score", "engagement", "embedding")
 DETECTOR_COLUMNS = {
     "query_descriptors": ["query_chars", "query_tokens", "unseen_token_share", "non_ascii_share"],
     "locale_mix": ["locale"],
@@ -133,12 +135,36 @@ DETECTOR_COLUMNS = {
     "embedding": ["query"],
 }
 DEFAULT_THRESHOLDS = {"embedding": 0.05}   # a p-value: the embedding detector's test alpha
+# Every detector type: the built-ins (-> their columns) and plugins (-> their DriftDetector class).
+DETECTORS = Registry("drift detector", DRIFT_DETECTORS, DETECTOR_COLUMNS, base=DriftDetector)
+
+
+def detector_columns(type_: str) -> list[str]:
+    """The per-query columns a detector type compares (a plugin's `columns`)."""
+    return DETECTOR_COLUMNS[type_] if type_ in DETECTOR_COLUMNS else list(DETECTORS[type_].columns)
+
+
+def _detector_type(value: str) -> str:
+    try:
+        if value not in DETECTORS:
+            raise_rows([("", f"unknown drift detector type {show(value)}; valid: {', '.join(DETECTORS)}",
+                         "use one of the valid types (plugins: installed packages' "
+                         "serm.drift_detectors entry points)")])
+        DETECTORS[value]   # a plugin the policy names must load
+    except PluginError as exc:
+        raise_rows([("", exc.problem, exc.hint)])
+    return value
+
+
+# A built-in type or an installed plugin's (validated against `DETECTORS`, which lists them).
+DetectorType = Annotated[str, AfterValidator(_detector_type)]
 
 
 class DetectorSpec(_Strict):
-    type: DetectorType
+    type: DetectorType = Field(description="a built-in type (" + ", ".join(DETECTOR_TYPES) + ") or an installed "
+                               "plugin's (entry point group serm.drift_detectors)")
     columns: list[str] | None = None
-    # Per-type default (DEFAULT_THRESHOLDS): 0.1, but a p-value of 0.05 for `embedding`.
+    # Per-type default (DEFAULT_THRESHOLDS, a plugin's `threshold`): 0.1, but a p-value of 0.05 for `embedding`.
     threshold: float = Field(0.1, gt=0.0, le=1.0)
     share_threshold: float = Field(0.5, gt=0.0, le=1.0)
     embedder: Literal["auto", "use-m3", "minilm"] = Field(
@@ -148,14 +174,20 @@ class DetectorSpec(_Strict):
     @classmethod
     def _type_defaults(cls, data):
         # `type` may be anything a user wrote (a list, a mapping): only a name can have a default.
-        if isinstance(data, dict) and "threshold" not in data and isinstance(data.get("type"), str) \
-                and data["type"] in DEFAULT_THRESHOLDS:
-            data = {**data, "threshold": DEFAULT_THRESHOLDS[data["type"]]}
+        if isinstance(data, dict) and "threshold" not in data and isinstance(data.get("type"), str):
+            default = DEFAULT_THRESHOLDS.get(data["type"])
+            try:
+                if default is None and DETECTORS.is_plugin(data["type"]):
+                    default = DETECTORS[data["type"]].threshold
+            except PluginError:
+                pass   # `type`'s own validation reports it
+            if default is not None:
+                data = {**data, "threshold": default}
         return data
 
     @model_validator(mode="after")
     def _columns(self):
-        valid = DETECTOR_COLUMNS[self.type]
+        valid = detector_columns(self.type)
         for col in self.columns or []:
             if col not in valid:
                 raise ValueError(f"unknown column {col!r} for {self.type}; valid: {', '.join(valid)}")
@@ -197,7 +229,9 @@ def duration(seconds: float) -> str:
     return "".join(parts[:2])
 
 
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0.0)]
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0.0),
+                     WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
+                                               {"type": "string", "pattern": _DURATION.pattern.join("^$")}]})]
 
 
 class TriggerSpec(_Strict):
@@ -239,20 +273,40 @@ def _non_finite(value, loc: tuple = ()):
             yield from _non_finite(v, (*loc, i))
 
 
-def _validate_agents(agents: list[AgentSpec], registry: dict, kind: str) -> list[AgentSpec]:
+def installed_plugins() -> list[str]:
+    """'mining agent NAME: entry point ... of package ...' for every installed plugin, each one
+    loaded: `PluginError` if one fails to (the Dockerfile's check of baked-in plugins)."""
+    from serm.annotation import REGISTRY as ANNOTATION
+    from serm.mining import REGISTRY as MINING
+
+    return [f"{reg.kind} {name}: {reg.origin(name)}" for reg in (MINING, ANNOTATION, DETECTORS)
+            for name in reg.plugin_names() if reg[name]]
+
+
+def _validate_agents(agents: list[AgentSpec], registry, kind: str) -> list[AgentSpec]:
+    """`registry`: a `serm.plugins.Registry` (built-ins and installed plugins)."""
+    try:
+        names = list(registry)
+    except PluginError as exc:   # two sources claim one name
+        raise_rows([("", exc.problem, exc.hint)])
     rows = []
     seen = set()
     for i, spec in enumerate(agents):
-        if spec.name not in registry:
-            rows.append((f"[{i}].name", f"unknown {kind} agent {show(spec.name)}; valid: {', '.join(sorted(registry))}",
-                         "use one of the valid names"))
+        if spec.name not in names:
+            rows.append((f"[{i}].name", f"unknown {kind} agent {show(spec.name)}; valid: {', '.join(sorted(names))}",
+                         f"use one of the valid names (plugins: installed packages' serm.{kind}_agents entry points)"))
+            continue
+        try:
+            agent_cls = registry[spec.name]
+        except PluginError as exc:
+            rows.append((f"[{i}].name", exc.problem, exc.hint))
             continue
         model = spec.params().get("model") if spec.name == "llm_judge" else None
         key = (spec.name, model if isinstance(model, str) else repr(model))
         if key in seen:
             rows.append((f"[{i}].name", f"{kind} agent {spec.name!r} is listed twice", "remove one of the entries"))
         seen.add(key)
-        params_model = registry[spec.name].Params
+        params_model = agent_cls.Params
         try:
             params = params_model.model_validate(spec.params())
         except ValidationError as exc:
@@ -312,9 +366,9 @@ class MiningSpec(_Strict):
             for name in names:
                 if name not in listed:
                     errors.append(f"{field}: {name!r} is not a listed mining agent; listed: {', '.join(listed)}")
-        cheap = sorted(n for n in REGISTRY if not REGISTRY[n].needs_model)
         for name in self.prefilter.agents if self.prefilter else []:
-            if name in REGISTRY and REGISTRY[name].needs_model:
+            if name in listed and REGISTRY[name].needs_model:   # listed: validated and loaded by `_known`
+                cheap = sorted(n for n, cls in REGISTRY.usable().items() if not cls.needs_model)
                 errors.append(f"prefilter.agents: {name!r} needs the model's scores, so it cannot choose what "
                               f"to score; model-free agents: {', '.join(cheap)}")
         if errors:
@@ -477,3 +531,16 @@ class Policy(_Strict):
         """Stable short hash of the validated policy (recorded on every label and model)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def json_schema() -> dict:
+    """The policy's JSON Schema, for editors (`serm policy schema`): pydantic's, plus what the
+    loader accepts before validation (`source: xquad`, or no `source`, is the simulated stream)."""
+    schema = Policy.model_json_schema()
+    sim = schema["$defs"]["SimulatedData"]["properties"]["source"]
+    sim.pop("const", None)
+    sim.update(enum=["simulated", "xquad"], description="simulated (xquad: its older name)")
+    data = schema["properties"]["data"]
+    data.get("discriminator", {}).get("mapping", {}).setdefault("xquad", "#/$defs/SimulatedData")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "SERM evolution policy",
+            **{k: v for k, v in schema.items() if k != "title"}}

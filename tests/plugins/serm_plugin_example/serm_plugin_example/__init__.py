@@ -1,0 +1,1 @@
+"""Example SERM plugins (entry points in pyproject.toml)."""
