@@ -160,6 +160,33 @@ def cmd_policy_validate(args) -> int:
     return 0
 
 
+def cmd_policy_schema(args) -> int:
+    from serm.policy_schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (JSON Schema of a SERM policy; point your editor's YAML schema setting at it)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_policy_show(args) -> int:
+    import yaml
+
+    from serm.policy import load_policy
+
+    p = load_policy(args.file)
+    data = p.model_dump(mode="json", exclude_unset=not args.resolved)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"# policy {p.name!r} ({p.hash()}){', every default filled in' if args.resolved else ''}")
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+    return 0
+
+
 def cmd_init(args) -> int:
     from serm.evolve import init_workspace
     from serm.policy import load_policy
@@ -224,8 +251,12 @@ def cmd_drift(args) -> int:
 
     ws = Workspace.at(args.workspace)
     policy = _policy_or_default(args)
-    result, record, info = preview(ws, policy)
-    print(format_preview(result, record, info, policy))
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print   # stdout: the JSON alone
+    result, record, info = preview(ws, policy, log)
+    if args.json:
+        print(json.dumps({"batch": info, "report": str(result.html_path), **record}, indent=2, default=str))
+    else:
+        print(format_preview(result, record, info, policy))
     return 0
 
 
@@ -374,6 +405,15 @@ def cmd_escalations_list(args) -> int:
     queue, resolved = escalations.read_queue(ws.data), escalations.read_resolved(ws.data)
     waiting = escalations.pending(resolved)
     tests = int((queue.purpose == schema.TEST).sum())
+    if args.json:
+        shown = queue.head(args.show)[[c for c in ("query_id", "doc_id", "round", "purpose", "why", "agents", "query",
+                                                   "doc_title", "locale") if c in queue.columns]]
+        print(json.dumps({"open": int(len(queue) - tests), "test_requests_open": tests, "resolved": int(len(resolved)),
+                          "resolved_not_trained": int(len(waiting)),
+                          "open_by_round": {str(r): int(n) for r, n in queue.groupby("round").size().items()},
+                          "items": json.loads(shown.to_json(orient="records", force_ascii=False))}, indent=2,
+                         ensure_ascii=False))
+        return 0
     asked = f", {tests} test request(s) open" if tests else ""
     print(f"{len(queue) - tests} escalation(s) open{asked}, {len(resolved)} resolved "
           f"({len(waiting)} not trained on yet)")
@@ -545,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("drift", help="drift of the next batch vs the reference and the trigger decision "
                         "(starts no round, writes nothing to data/)")
     ws_args(sp, wait=False)
+    sp.add_argument("--json", action="store_true", help="print the verdicts and the trigger decision as JSON")
     sp.set_defaults(fn=cmd_drift)
     sp = sub.add_parser("ui", help="start the Evidently UI (dashboard of rounds, drift, versions) and print its URL")
     ws_args(sp, policy=False, wait=False)
@@ -632,11 +673,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = pol.add_parser("validate", help="validate a policy file: prints OK or every error")
     sp.add_argument("file")
     sp.set_defaults(fn=cmd_policy_validate)
+    sp = pol.add_parser("schema", help="the policy's JSON Schema (for editors: YAML language servers)")
+    sp.add_argument("--out", "-o", help="file to write (default: stdout)")
+    sp.set_defaults(fn=cmd_policy_schema)
+    sp = pol.add_parser("show", help="a policy as SERM reads it (validated); --resolved fills in every default")
+    sp.add_argument("file")
+    sp.add_argument("--resolved", action="store_true", help="every field, defaults included")
+    sp.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    sp.set_defaults(fn=cmd_policy_show)
 
     esc = sub.add_parser("escalations", help="the human review queue: list, export, import").add_subparsers(
         dest="escalations_cmd", required=True)
     sp = esc.add_parser("list", help="open and resolved escalations")
     sp.add_argument("--show", type=int, default=10, help="open escalations to print (default 10)")
+    sp.add_argument("--json", action="store_true", help="counts and the first --show open items as JSON")
     ws_args(sp, policy=False, wait=False)
     sp.set_defaults(fn=cmd_escalations_list)
     sp = esc.add_parser("export", help="write the open escalations for reviewers")

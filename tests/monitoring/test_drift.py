@@ -361,10 +361,10 @@ def servable(tmp_path_factory):
     return ws
 
 
-def _serm_drift(ws):
+def _serm_drift(ws, *flags):
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "serm.cli", "drift", "--workspace", str(ws.root), "--policy", str(TINY)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "serm.cli", "drift", "--workspace", str(ws.root), "--policy", str(TINY),
+                           *flags], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_serm_drift_previews_the_next_batch_without_writing(servable):
@@ -383,6 +383,14 @@ def test_serm_drift_previews_the_next_batch_without_writing(servable):
     assert tree_checksum(servable.data) == before
     assert not (servable.dot / "rounds").exists() and not (servable.dot / "evidently").exists()
     assert (servable.dot / "drift-preview" / "r0001" / "drift.html").exists()
+    # --json: the same decision as data, stdout holding the JSON alone
+    res = _serm_drift(servable, "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout)
+    assert got["batch"]["batch"] == 1 and got["batch"]["locale"] == "es" and got["new_pairs"] == 64
+    assert got["trigger"] is True and "locale_mix JS=" in got["reason"]
+    assert {d["type"] for d in got["detectors"]} >= {"query_descriptors", "locale_mix", "score", "engagement"}
+    assert tree_checksum(servable.data) == before
 
 
 def test_serm_drift_uses_the_round_in_progress(servable):

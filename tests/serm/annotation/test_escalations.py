@@ -133,6 +133,9 @@ def test_cli_import_commits_a_data_version_and_refuses_bad_files_unchanged(tmp_p
     assert list(escalations.read_queue(ws.data).query_id) == ["en:q1", "en:q3"]
     listing = serm(ws.root, "escalations", "list").stdout
     assert "2 escalation(s) open, 1 resolved (1 not trained on yet)" in listing
+    listed = json.loads(serm(ws.root, "escalations", "list", "--json", "--show", "1").stdout)
+    assert (listed["open"], listed["resolved"], listed["resolved_not_trained"]) == (2, 1, 1)
+    assert [i["query_id"] for i in listed["items"]] == ["en:q1"] and sum(listed["open_by_round"].values()) == 2
 
 
 def test_an_emptied_queue_still_exports_and_imports_cleanly(tmp_path):
