@@ -217,6 +217,13 @@ def sync(ws, log=None) -> dict:
     and rewrite its dashboard. Returns counts and the project id."""
     from evidently.ui.workspace import Workspace
 
+    from serm import versioning
+
+    interrupted = versioning.interrupted_promotion(ws)
+    if interrupted and interrupted["kind"] == "uncommitted":   # data/ is half-way: keep the committed picture
+        if log:
+            log(f"[dashboard] not synced: {interrupted['message']}")
+        return {"path": str(evidently_path(ws)), "added": 0, "removed": 0, "skipped": interrupted["message"]}
     path = evidently_path(ws)
     state = state_row(ws)
     rows = round_rows(ws) + version_rows(ws) + ([state] if state["values"]["production_version"] is not None else [])

@@ -14,6 +14,14 @@ export DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PIP_DISA
 stamp="$VENV/.serm-installed"
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # Say what is missing before a half-made venv does: Python 3.10+ with venv and ensurepip (pip).
+  command -v "$PY" >/dev/null || { echo "[setup] $PY not found: install Python 3.10 or newer" \
+    "(Debian/Ubuntu: apt-get install python3 python3-venv), or set PYTHON=/path/to/python3" >&2; exit 1; }
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "[setup] $("$PY" -V 2>&1) is too old:" \
+    "SERM needs Python 3.10 or newer (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+  "$PY" -c 'import venv, ensurepip' 2>/dev/null || { pyv=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+    echo "[setup] $PY has no venv/ensurepip module (pip for virtual environments): install the package" \
+    "python${pyv}-venv (Debian/Ubuntu: apt-get install python${pyv}-venv), then run this again" >&2; exit 1; }
   echo "[setup] creating $VENV"
   # A GPU machine's own torch build is kept: the venv sees system packages when torch is there.
   if "$PY" -c "import torch" 2>/dev/null; then
@@ -51,6 +59,8 @@ need_redis() {
       "install the Debian package redis-server (apt-get install redis-server) as root" >&2; exit 1; }
     sudo="sudo"
   fi
+  command -v apt-get >/dev/null || { echo "[setup] redis-server is missing and this system has no apt-get: install" \
+    "redis-server with your package manager; tests/serm/test_redis_online_store.py (Feast on Redis) needs it" >&2; exit 1; }
   $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
     || { echo "[setup] apt-get could not install redis-server; install it by hand" >&2; exit 1; }
 }
@@ -65,6 +75,9 @@ need_chromium() {
       "install the Debian package chromium (apt-get install --no-install-recommends chromium) as root" >&2; exit 1; }
     sudo="sudo"
   fi
+  command -v apt-get >/dev/null || { echo "[setup] /usr/bin/chromium is missing and this system has no apt-get:" \
+    "install chromium with your package manager; tests/serm/test_ui.py (the dashboard in a headless browser)" \
+    "needs it" >&2; exit 1; }
   $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends chromium >/dev/null && [ -x /usr/bin/chromium ] \
     || { echo "[setup] apt-get could not install chromium; install the Debian package chromium by hand" >&2; exit 1; }

@@ -271,14 +271,15 @@ def cmd_ui(args) -> int:
 def workspace_status(ws) -> dict:
     """What `serm status` reports, as data: production, rounds, the source's waiting batches,
     rounds in progress and the versions."""
+    from serm import versioning
     from serm.schema import RoundManifest, WorkspaceLayout
 
-    st, reg = ws.state(), ws.versions()
+    reg, st, interrupted = versioning.production_view(ws)
     lay = WorkspaceLayout(ws.root)
-    out = {"workspace": str(ws.root), "production": st.get("production"),
+    out = {"workspace": str(ws.root), "production": reg.get("production", st.get("production")),
            "production_round": st.get("production_round"), "rounds_done": st.get("rounds_done"),
            "next_batch": st.get("next_batch"), "source": st.get("source", "simulated"),
-           "in_progress": [], "versions": [v["version"] for v in reg["versions"]]}
+           "in_progress": [], "versions": [v["version"] for v in reg["versions"]], "interrupted": interrupted}
     if out["source"] == "files":
         from serm import ingest
 
@@ -299,7 +300,9 @@ def cmd_status(args) -> int:
         print(json.dumps(s, indent=2))
         return 0
     print(f"workspace   {s['workspace']}")
-    print(f"production  v{s['production']} (round {s['production_round']})")
+    print(f"production  v{s['production']} (round {s['production_round']}, committed)")
+    if s["interrupted"]:
+        print(f"interrupted {s['interrupted']['message']}")
     print(f"rounds done {s['rounds_done']}; next stream batch {s['next_batch']}")
     if s["source"] == "files":
         waiting = s["batches_waiting"]
@@ -324,12 +327,12 @@ def cmd_versions(args) -> int:
     from serm import versioning
 
     ws = Workspace.at(args.workspace)
-    reg = ws.versions()
+    reg, _, interrupted = versioning.production_view(ws)
     first_tag = reg["versions"][0].get("tag") if reg["versions"] and (ws.root / ".git").exists() else None
     gto = {"production": versioning.stage_version_tag(ws, first_tag) if first_tag else None,
            "assignment": versioning.latest_assignment(ws, first_tag) if first_tag else None}
     if args.json:
-        print(json.dumps({**reg, "gto": gto}, indent=2))
+        print(json.dumps({**reg, "gto": gto, "interrupted": interrupted}, indent=2))
         return 0
     print(f"{'version':<9}{'tag':<20}{'round':>5}  {'static ndcg@4':>13} {'evolving ndcg@4':>16}  {'accuracy':>8}  created")
     for v in reg["versions"]:
@@ -340,6 +343,8 @@ def cmd_versions(args) -> int:
               f"{v.get('created', '')}{mark}")
     print("* = production" + (f"; GTO: {gto['assignment']} -> {gto['production']} (`gto show` reads the same tags)"
                               if gto["assignment"] else ""))
+    if interrupted:
+        print(f"interrupted: {interrupted['message']}")
     return 0
 
 

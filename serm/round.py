@@ -420,11 +420,13 @@ class RoundRunner:
         m = self.record(promoted=promote, reason=reason, tag=tag, finished=schema.now_iso())
         shutil.copy2(m.path, lay.committed_manifest)
         write_round_report(ws, self.round_no, lay.committed)
-        update_dashboard(ws, self.log)  # the Evidently UI project (derived state in .serm/, never fails the round)
         msg = (f"serm: round {self.round_no} promoted v{new_state['production']} ({reason})" if promote
                else f"serm: round {self.round_no} kept v{state['production']} ({reason})")
+        versioning.failpoint("promote:moved")
         self.log(f"[version] dvc add + push of data/, then the git commit{' and tag ' + tag if tag else ''}")
         sha = versioning.commit_version(ws, msg, tag)
+        # The Evidently UI project follows commits only (derived state in .serm/, never fails the round).
+        update_dashboard(ws, self.log)
         self.log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else "")
                  + f" (outputs, report, dashboard and version in {time.perf_counter() - t0:.0f}s)")
         return {"commit": sha, "tag": tag, "production": new_state["production"]}

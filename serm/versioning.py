@@ -134,12 +134,15 @@ def commit_version(ws: Workspace, message: str, tag: str | None = None) -> str:
     with quiet():
         repo.add(str(ws.data))
         repo.push(targets=[str(ws.root / schema.DATA_DVC)])
+    failpoint("version:pushed")
     paths = [*schema.VERSION_FILES, ".gitignore"]
     git(ws, "add", *[p for p in paths if (ws.root / p).exists()])
     git(ws, "commit", "-q", "-m", message, "--", *[p for p in paths if (ws.root / p).exists()])
     sha = git(ws, "rev-parse", "HEAD")
+    failpoint("version:committed")
     if tag:   # a promotion: register the version, then make it GTO's production
         git(ws, "tag", "-a", tag, "-m", message)
+        failpoint("version:tagged")
         assign_stage(ws, tag, message=message)
     return sha
 
@@ -468,3 +471,89 @@ def restore_missing_tags(ws: Workspace) -> list[str]:
             git(ws, "tag", "-a", tag, "-m", f"serm: version v{version} (tag restored after an interrupted promotion)", rev)
             made.append(tag)
     return made
+
+
+# --------------------------------------------------------------------------- what is committed
+def failpoint(name: str) -> None:
+    """SIGKILL this process at `name` when `SERM_FAILPOINT` says so: the crash tests stop a
+    promotion at an exact point (`promote:moved`, `promote:pushed`, `promote:committed`,
+    `promote:tagged`) the way a power cut would; unset, it does nothing."""
+    if os.environ.get("SERM_FAILPOINT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def committed_registry(ws: Workspace) -> dict:
+    """`versions.json` as HEAD has it (the empty registry before the first version commit)."""
+    import json
+
+    if not (ws.root / ".git").exists() or git(ws, "cat-file", "-t", f"HEAD:{schema.VERSIONS_FILE}",
+                                              check=False) != "blob":
+        return {"production": None, "versions": [], "events": []}
+    return json.loads(git(ws, "show", f"HEAD:{schema.VERSIONS_FILE}"))
+
+
+def committed_state(ws: Workspace) -> dict:
+    """`data/state.json` as the committed `data.dvc` describes it (read from the DVC cache or
+    remote; the working copy may be half-way through a promotion)."""
+    import json
+
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(str(ws.root), rev="HEAD")
+    try:
+        return json.loads(fs.read_text("data/state.json"))
+    except FileNotFoundError:
+        return {"rounds_done": 0, "next_batch": 1, "production": None}
+    finally:
+        fs.close()
+
+
+def interrupted_promotion(ws: Workspace) -> dict | None:
+    """What an interrupted promotion left, or None. Two kinds:
+    - `uncommitted`: a round's outputs were (being) moved into `data/` but not committed; the
+      committed production stands and the next `serm evolve` undoes the move and resumes;
+    - `untagged` / `unassigned`: the round is committed, its version tag or GTO's production
+      assignment is missing; the next command's recovery writes it."""
+    from serm.schema import RoundManifest, WorkspaceLayout
+
+    if not (ws.root / ".git").exists():
+        return None
+    lay = WorkspaceLayout(ws.root)
+    committed = committed_registry(ws)
+    working = ws.versions()
+    for r in lay.staged_rounds():
+        man = RoundManifest.maybe(lay.round(r).manifest)
+        if man is None or not man.done("promote") or committed_state(ws).get("rounds_done", 0) >= r:
+            continue   # not at the commit yet, or committed and only its staging left to clean
+        promote = man.entry("promote")
+        version = working.get("production") if working.get("production") != committed.get("production") else None
+        promoting = bool((promote.result or {}).get("promote"))
+        if version is None and promoting:   # killed before the new version was recorded
+            version = max((v["version"] for v in committed["versions"]), default=-1) + 1
+        what = f"v{version}'s promotion (round {r})" if version is not None else (
+            f"round {r}'s {'promotion' if promoting else 'commit'}")
+        return {"kind": "uncommitted", "round": r, "version": version,
+                "message": f"{what} was interrupted before its commit; production is still "
+                           f"v{committed.get('production')}; `serm evolve` resumes it"}
+    entry = next((v for v in committed["versions"] if v["version"] == committed.get("production")), None)
+    if entry and entry.get("tag"):
+        if not tag_exists(ws, entry["tag"]):
+            return {"kind": "untagged", "round": entry.get("round"), "version": entry["version"],
+                    "message": f"v{entry['version']} is committed but its tag {entry['tag']} is missing (a promotion "
+                               "interrupted after its commit); the next serm command writes it"}
+        if stage_version_tag(ws, entry["tag"]) != entry["tag"]:
+            return {"kind": "unassigned", "round": entry.get("round"), "version": entry["version"],
+                    "message": f"v{entry['version']} is committed and tagged but GTO's production stage is not "
+                               "assigned to it yet (interrupted); the next serm command assigns it"}
+    return None
+
+
+def production_view(ws: Workspace) -> tuple[dict, dict, dict | None]:
+    """(registry, state, interrupted): what readers report. While a promotion is interrupted
+    before its commit, the committed registry and state, never the half-moved working copies."""
+    interrupted = interrupted_promotion(ws)
+    if interrupted and interrupted["kind"] == "uncommitted":
+        return committed_registry(ws), committed_state(ws), interrupted
+    return ws.versions(), ws.state(), interrupted

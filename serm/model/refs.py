@@ -78,8 +78,11 @@ def model_source(ref: str, workspace: str | Path = "."):
 def _production(workspace: str | Path) -> int:
     from serm.workspace import Workspace
 
+    from serm.versioning import production_view
+
     ws = Workspace.at(workspace)
-    production = ws.versions().get("production")
+    production = production_view(ws)[0].get("production") if (ws.root / ".git").exists() \
+        else ws.versions().get("production")   # the committed production, never a half-promoted one
     if production is None:
         raise DataError(f"model production: {ws.root} has no production version yet (run `serm init` / "
                         f"`serm evolve` there, or pass --workspace DIR of an evolved workspace)")
