@@ -85,8 +85,9 @@ def cmd_score(args) -> int:
     from serm.workspace import Workspace
 
     documents = args.documents
-    if documents is None and Workspace.at(args.workspace).layout.documents.exists():
-        documents = Workspace.at(args.workspace).layout.documents   # the workspace's catalogue
+    catalogue = Workspace.at(args.workspace).layout.documents
+    if documents is None and catalogue.exists():
+        documents = catalogue   # the workspace's catalogue
     pairs = read_pairs(args.data, documents)
     model = load_model(args.workspace, args.model, device=args.device or "auto")
     t0 = time.perf_counter()

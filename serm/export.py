@@ -207,7 +207,7 @@ def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict
 
 def default_check_pairs(ws, path=None, n: int = 256):
     """Pairs to check an ONNX graph on: `path` (judgments or pairs), else the workspace's static
-    test set, else shipped XQuAD questions with their answer paragraph and another one."""
+    test set, else shipped XQuAD questions with their answer paragraph and a random one."""
     if path is not None:
         from serm.serving import read_pairs
 
@@ -216,20 +216,11 @@ def default_check_pairs(ws, path=None, n: int = 256):
         from serm.files import read_parquet
 
         pairs = read_parquet(ws.layout.tests)
-    else:
+    else:   # each question's answer paragraph and one random paragraph of its language
         from serm.data import xquad
 
-        paragraphs = xquad.load_paragraphs().set_index("doc_id")
         questions = xquad.load_questions().sample(n=max(1, n // 2), random_state=0)
-        other = paragraphs.sample(n=len(questions), random_state=1, replace=True)
-        gold = paragraphs.loc[questions["doc_id"]]
-        import pandas as pd
-
-        pairs = pd.concat([
-            pd.DataFrame({"query": questions["query"].to_numpy(), "doc_title": gold["doc_title"].to_numpy(),
-                          "doc_text": gold["doc_text"].to_numpy()}),
-            pd.DataFrame({"query": questions["query"].to_numpy(), "doc_title": other["doc_title"].to_numpy(),
-                          "doc_text": other["doc_text"].to_numpy()})], ignore_index=True)
+        pairs = xquad.candidate_lists(questions, xquad.load_paragraphs(), 0, 1, seed=0)
     pairs = pairs.rename(columns={"text": "doc_text", "title": "doc_title"})
     if "doc_title" not in pairs.columns:
         pairs = pairs.assign(doc_title="")

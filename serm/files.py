@@ -34,16 +34,21 @@ def atomic_write_json(path: Path, obj, ensure_ascii: bool = True) -> Path:
                                               ensure_ascii=ensure_ascii) + "\n")
 
 
-def write_parquet(df, path: Path) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """`write(tmp)` writes the file's content to a temporary beside `path`, renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        df.to_parquet(tmp, index=False)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_parquet(df, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None):

@@ -145,21 +145,13 @@ def read_pairs(path: str | Path, documents: str | Path | None = None):
 
 def write_table(df, path: str | Path) -> Path:
     """Write by extension (parquet, CSV, JSONL), atomically: a reader never sees half a file."""
-    import os
+    from serm.files import atomic_write
 
-    from serm.files import write_parquet
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    name = path.name.lower()
+    name = Path(path).name.lower()
     if name.endswith((".parquet", ".pq")):
-        return write_parquet(df, path)
-    tmp = path.with_name(f".{path.name}.tmp")
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     if name.endswith(".csv"):
-        df.to_csv(tmp, index=False)
-    elif name.endswith((".jsonl", ".ndjson")):
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
-    else:
-        raise DataError(f"{path}: unknown output format; use .parquet, .csv or .jsonl")
-    os.replace(tmp, path)
-    return path
+        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    if name.endswith((".jsonl", ".ndjson")):
+        return atomic_write(path, lambda tmp: df.to_json(tmp, orient="records", lines=True, force_ascii=False))
+    raise DataError(f"{path}: unknown output format; use .parquet, .csv or .jsonl")

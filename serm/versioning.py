@@ -306,12 +306,7 @@ def assign_stage(ws: Workspace, tag: str, stage: str = PRODUCTION_STAGE, message
 def restore_stage(ws: Workspace) -> str | None:
     """After a kill between a version's tag and its stage assignment: assign production to the
     committed production version if GTO's production is another. Returns the tag made."""
-    import json
-
-    if git(ws, "cat-file", "-t", "HEAD:versions.json", check=False) != "blob":
-        return None
-    reg = json.loads(git(ws, "show", "HEAD:versions.json"))
-    entry = next((v for v in reg["versions"] if v["version"] == reg.get("production")), None)
+    entry = committed_production(committed_registry(ws))
     if not entry or not entry.get("tag") or not tag_exists(ws, entry["tag"]):
         return None
     if stage_version_tag(ws, entry["tag"]) == entry["tag"]:
@@ -510,7 +505,12 @@ def committed_state(ws: Workspace) -> dict:
         fs.close()
 
 
-def interrupted_promotion(ws: Workspace) -> dict | None:
+def committed_production(registry: dict) -> dict | None:
+    """The registry's entry for its production version (None before the first version)."""
+    return next((v for v in registry["versions"] if v["version"] == registry.get("production")), None)
+
+
+def interrupted_promotion(ws: Workspace, committed: dict | None = None) -> dict | None:
     """What an interrupted promotion left, or None. Two kinds:
     - `uncommitted`: a round's outputs were (being) moved into `data/` but not committed; the
       committed production stands and the next `serm evolve` undoes the move and resumes;
@@ -521,7 +521,7 @@ def interrupted_promotion(ws: Workspace) -> dict | None:
     if not (ws.root / ".git").exists():
         return None
     lay = WorkspaceLayout(ws.root)
-    committed = committed_registry(ws)
+    committed = committed_registry(ws) if committed is None else committed
     working = ws.versions()
     for r in lay.staged_rounds():
         man = RoundManifest.maybe(lay.round(r).manifest)
@@ -537,7 +537,7 @@ def interrupted_promotion(ws: Workspace) -> dict | None:
         return {"kind": "uncommitted", "round": r, "version": version,
                 "message": f"{what} was interrupted before its commit; production is still "
                            f"v{committed.get('production')}; `serm evolve` resumes it"}
-    entry = next((v for v in committed["versions"] if v["version"] == committed.get("production")), None)
+    entry = committed_production(committed)
     if entry and entry.get("tag"):
         if not tag_exists(ws, entry["tag"]):
             return {"kind": "untagged", "round": entry.get("round"), "version": entry["version"],
@@ -553,7 +553,8 @@ def interrupted_promotion(ws: Workspace) -> dict | None:
 def production_view(ws: Workspace) -> tuple[dict, dict, dict | None]:
     """(registry, state, interrupted): what readers report. While a promotion is interrupted
     before its commit, the committed registry and state, never the half-moved working copies."""
-    interrupted = interrupted_promotion(ws)
+    committed = committed_registry(ws)
+    interrupted = interrupted_promotion(ws, committed)
     if interrupted and interrupted["kind"] == "uncommitted":
-        return committed_registry(ws), committed_state(ws), interrupted
+        return committed, committed_state(ws), interrupted
     return ws.versions(), ws.state(), interrupted

@@ -81,8 +81,7 @@ def _production(workspace: str | Path) -> int:
     from serm.versioning import production_view
 
     ws = Workspace.at(workspace)
-    production = production_view(ws)[0].get("production") if (ws.root / ".git").exists() \
-        else ws.versions().get("production")   # the committed production, never a half-promoted one
+    production = production_view(ws)[0].get("production")   # the committed one, never a half-promoted one
     if production is None:
         raise DataError(f"model production: {ws.root} has no production version yet (run `serm init` / "
                         f"`serm evolve` there, or pass --workspace DIR of an evolved workspace)")

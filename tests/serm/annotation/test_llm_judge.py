@@ -391,18 +391,15 @@ def test_missing_usage_costs_nothing_and_is_counted(peer):
 
 
 # --------------------------------------------------------------------------- the API key
-def test_the_key_reaches_the_server_and_nothing_else(monkeypatch, capfd, caplog, tmp_path):
-    monkeypatch.setenv(KEY_ENV, SECRET)
+def assert_echoed_key_is_redacted(peer, make_judge, capfd, caplog, tmp_path) -> None:
+    """A careless server echoes what it received: in an error, in the content, then it hangs.
+    The votes still come, and the key is in no vote, report, log line or output."""
     caplog.set_level(logging.DEBUG)
-    with Peer(api_key=SECRET) as peer:
-        # A careless server echoes what it received: in an error, in the content, then it hangs.
-        peer.fault(status=503, echo_auth=True, match="Paris", message="busy")
-        peer.fault(echo_auth=True, match="Bread")
-        peer.fault(status=503, echo_auth=True, match="Hamlet", times=99)
-        j = judge(peer, api_key_env=KEY_ENV, samples=2, max_retries=1)
-        votes = j.vote(context())
-        reqs = peer.chat_requests()
-    assert reqs and all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in reqs)
+    peer.fault(status=503, echo_auth=True, match="Paris", message="busy")
+    peer.fault(echo_auth=True, match="Bread")
+    peer.fault(status=503, echo_auth=True, match="Hamlet", times=99)
+    j = make_judge(samples=2, max_retries=1)
+    votes = j.vote(context())
     assert votes.loc[votes.doc_id == "d1", "grade"].tolist() == [3, 3]
     hamlet = votes.loc[votes.doc_id == "d3", "rationale"].iloc[0]
     assert "[redacted]" in hamlet and "HTTP 503" in hamlet
@@ -410,6 +407,15 @@ def test_the_key_reaches_the_server_and_nothing_else(monkeypatch, capfd, caplog,
     (tmp_path / "report.json").write_text(json.dumps(j.report, default=str))
     out, err = capfd.readouterr()
     assert_no_secret([tmp_path], SECRET, [votes.to_csv(), str(j), repr(j.params), caplog.text, out, err])
+
+
+def test_the_key_reaches_the_server_and_nothing_else(monkeypatch, capfd, caplog, tmp_path):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with Peer(api_key=SECRET) as peer:
+        assert_echoed_key_is_redacted(peer, lambda **kw: judge(peer, api_key_env=KEY_ENV, **kw), capfd, caplog,
+                                      tmp_path)
+        reqs = peer.chat_requests()
+    assert reqs and all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in reqs)
 
 
 def test_a_refused_key_is_an_error_that_does_not_show_it(monkeypatch):

@@ -23,7 +23,8 @@ from serm.annotation.openai_peer import Peer
 from serm.errors import AnnotationError, PolicyError
 from serm.policy import parse_policy
 
-from tests.serm.annotation.test_llm_judge import KEY_ENV, PAIRS, SECRET, context, judge, yaml_policy
+from tests.serm.annotation.test_llm_judge import (KEY_ENV, PAIRS, SECRET, assert_echoed_key_is_redacted, context, judge,
+                                                  yaml_policy)
 from tests.serm.test_secrets import assert_no_secret
 
 HEADER_SECRET = "tok-serm-HEADER-2b8d4e6f"
@@ -288,19 +289,7 @@ def test_azure_v1_api_is_an_openai_style_endpoint(azure):
 
 
 def test_azure_keys_are_redacted_everywhere(azure, capfd, caplog, tmp_path):
-    caplog.set_level(logging.DEBUG)
-    azure.fault(status=503, echo_auth=True, match="Paris", message="busy")
-    azure.fault(echo_auth=True, match="Bread")
-    azure.fault(status=503, echo_auth=True, match="Hamlet", times=99)
-    j = azure_judge(azure, samples=2, max_retries=1)
-    votes = j.vote(context())
-    assert votes.loc[votes.doc_id == "d1", "grade"].tolist() == [3, 3]
-    hamlet = votes.loc[votes.doc_id == "d3", "rationale"].iloc[0]
-    assert "[redacted]" in hamlet and "HTTP 503" in hamlet
-    votes.to_parquet(tmp_path / "votes.parquet")
-    (tmp_path / "report.json").write_text(json.dumps(j.report, default=str))
-    out, err = capfd.readouterr()
-    assert_no_secret([tmp_path], SECRET, [votes.to_csv(), str(j), repr(j.params), caplog.text, out, err])
+    assert_echoed_key_is_redacted(azure, lambda **kw: azure_judge(azure, **kw), capfd, caplog, tmp_path)
 
 
 def test_azure_refusals_name_the_fix(azure):
