@@ -288,7 +288,7 @@ def run_drift(reference, current, spec, out_dir: Path, evidently_workspace: Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, json_path = out_dir / schema.DRIFT_HTML.name, out_dir / schema.DRIFT_JSON.name
-    snapshot.save_html(str(html_path))
+    save_report_html(snapshot, html_path)
     result = DriftResult(verdicts, str(html_path), str(json_path))
     workspace = None
     if evidently_workspace is not None:
@@ -363,3 +363,62 @@ def add_to_workspace(path: Path, snapshot, name: str = "", project: str = PROJEC
     from monitoring.dashboard import record_snapshot
 
     return record_snapshot(Path(path), project, snapshot, name or None, kind="drift", key=key)
+
+
+REPORT_LIB = "_evidently"   # two folders up from a report: data/_evidently, one copy for every round's report
+
+
+def save_report_html(snapshot, html_path: Path) -> None:
+    """The snapshot's HTML report with Evidently's JS library and icon font in
+    `../../_evidently/` (written once, shared by every round's report) instead of embedded in each:
+    a round's report is ~100 KB, not 3.7 MB, and the versioned data/ grows by that much a round.
+    Falls back to Evidently's self-contained file where its renderer has moved."""
+    try:
+        from evidently.legacy.model.dashboard import DashboardInfo
+        from evidently.legacy.model.widget import AdditionalGraphInfo
+        from evidently.legacy.renderers.base_renderer import DetailsInfo
+        from evidently.legacy.renderers.html_widgets import group_widget
+        from evidently.legacy.utils.dashboard import TemplateParams, file_html_template
+    except ImportError:
+        snapshot.save_html(str(html_path))
+        return
+    import uuid
+
+    lib_dir = ensure_report_lib(html_path.parent.parent.parent)
+    widgets = [group_widget(title="", widgets=snapshot._widgets)] + snapshot._tests_widgets
+    graphs = {}
+    for widget in widgets:
+        for g in widget.get_additional_graphs():
+            info = g.params if isinstance(g, AdditionalGraphInfo) else g
+            item = DetailsInfo(title="", info=info, id=g.id)
+            graphs[f"{item.id}"] = item.info.dict() if hasattr(item.info, "dict") else item.info
+    lib, font = _lib_files(lib_dir)
+    params = TemplateParams(dashboard_id="metric_" + uuid.uuid4().hex, dashboard_info=DashboardInfo(name="Report",
+                            widgets=widgets), additional_graphs=graphs, embed_lib=False, embed_font=False,
+                            font_file=f"../../{REPORT_LIB}/{font.name}",
+                            include_js_files=[f"../../{REPORT_LIB}/{lib.name}"])
+    atomic_write_text(html_path, file_html_template(params))
+
+
+def _lib_files(lib_dir: Path) -> tuple[Path, Path]:
+    import evidently
+
+    return lib_dir / f"evidently-{evidently.__version__}.js", lib_dir / "material-ui-icons.woff2"
+
+
+def ensure_report_lib(parent: Path) -> Path:
+    """`parent/_evidently` holding Evidently's JS library and font (copied once per version of
+    Evidently); the reports in `parent/*/*/` load them from there."""
+    import shutil
+
+    from evidently.legacy.utils.dashboard import STATIC_PATH
+
+    lib_dir = Path(parent) / REPORT_LIB
+    lib, font = _lib_files(lib_dir)
+    for src, dst in ((Path(STATIC_PATH) / "index.js", lib), (Path(STATIC_PATH) / "material-ui-icons.woff2", font)):
+        if not dst.exists():
+            lib_dir.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+    return lib_dir

@@ -392,6 +392,10 @@ class RoundRunner:
             src = lay.staged(art)
             if art.committed and src.exists():
                 shutil.copy2(src, lay.kept(art))
+        if lay.kept(schema.DRIFT_HTML).exists():   # the report loads Evidently's JS from data/_evidently/
+            from monitoring.drift_report import ensure_report_lib
+
+            ensure_report_lib(ws.data)
         labels_file = lay.kept(schema.LABELS)
         if labels_file.exists():
             labels = read_parquet(labels_file)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,25 @@ def test_trigger_rules(shifted):
 
 
 # --------------------------------------------------------------------------- (4) artifacts
+def test_html_report_shares_evidentlys_library_and_renders(shifted, tmp_path):
+    """A round's report loads Evidently's 3.5 MB JS library from ../../_evidently/ (data/_evidently:
+    one copy for every round) instead of embedding it, and still renders in a browser."""
+    import evidently
+
+    from ..serm.test_ui import render
+
+    res, tmp = shifted[0], shifted[1]
+    html = Path(res.html_path)
+    lib_dir = tmp.parent / "_evidently"
+    lib = lib_dir / f"evidently-{evidently.__version__}.js"
+    assert lib.stat().st_size > 1_000_000 and (lib_dir / "material-ui-icons.woff2").exists()
+    text = html.read_text()
+    assert f'<script src="../../_evidently/{lib.name}">' in text and html.stat().st_size < 1_000_000
+    dom = render(html.as_uri(), tmp_path / "profile")
+    root = dom[dom.index('id="root_metric'):]
+    assert "MuiPaper-root" in root[:20000] and "query_chars" in root, "the dashboard was drawn by the shared library"
+
+
 def test_html_and_json_artifacts(shifted):
     res, tmp = shifted[0], shifted[1]
     assert res.html_path == str(tmp / "out" / "drift.html")
