@@ -64,7 +64,10 @@ def cmd_evaluate(args) -> int:
         set_seed(policy.seed)  # a bare base encoder gets the same untrained head every run
         model = RelevanceModel.load(src.path, src.spec(policy.model), device=training.device)
         t0 = time.perf_counter()
-        result = evaluate(model, judgments, ks)
+        from serm import progress
+
+        with progress.stage("evaluate"):
+            result = evaluate(model, judgments, ks)
         seconds = round(time.perf_counter() - t0, 1)
     print(f"model {src.describe()} on {args.data}: {len(judgments)} pairs scored in {seconds}s on {model.device}")
     print(metrics_table(result, ks))
@@ -91,7 +94,10 @@ def cmd_score(args) -> int:
     pairs = read_pairs(args.data, documents)
     model = load_model(args.workspace, args.model, device=args.device or "auto")
     t0 = time.perf_counter()
-    scored = model.score_frame(pairs, batch_size=args.batch_size)
+    from serm import progress
+
+    with progress.stage("score"):
+        scored = model.score_frame(pairs, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
     write_table(scored, args.out)
     summary = {"model": args.model, "version": model.version, "data": str(args.data), "out": str(args.out),

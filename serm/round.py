@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 
-from serm import history, schema, stages
+from serm import history, progress, schema, stages
 from serm.files import atomic_write_json, copy_tree, read_parquet, write_parquet
 from serm.schema import LabelStatus, RoundManifest, RoundMetrics
 from serm.sources import open_source
@@ -88,7 +88,8 @@ class RoundRunner:
         self.log(f"[{stage}] started (round {self.round_no})")  # a crash can be placed (and seen) per stage
         t0 = time.perf_counter()
         try:
-            result = fn()
+            with progress.stage(stage):
+                result = fn()
         except Exception as exc:
             self.manifest.mark(stage, "failed", error=str(exc)[:2000], seconds=round(time.perf_counter() - t0, 1))
             raise

@@ -127,8 +127,11 @@ class RelevanceModel:
         forward = self._compiled() if self.spec.compile and not dropout else self.model
         if dropout and scorer is None:
             self.model.train()   # the HF forward's own dropout (no batch statistics in BERT-like encoders)
+        from serm.progress import Progress
+
         try:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"), \
+                    Progress(n, "scoring" + (" (dropout pass)" if dropout else ""), "pairs") as bar:
                 for start in range(0, n, bs):
                     idx = order[start:start + bs]
                     batch = self._pad(enc, idx, lengths[idx])
@@ -138,6 +141,7 @@ class RelevanceModel:
                     else:
                         logits = forward(**batch).logits
                     out[idx] = logits.float().cpu().numpy()
+                    bar.update(len(idx))
         finally:
             self.model.eval()
         return out

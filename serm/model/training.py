@@ -112,6 +112,8 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
                 n += len(part)
         return tot / max(1, n)
 
+    from serm.progress import Progress
+
     result = TrainResult(epochs_run=0, best_epoch=0, pairs=len(tr_idx), device=device)
     best_state, best_val = None, float("inf")
     t0 = time.perf_counter()
@@ -120,6 +122,7 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
         perm = rng.permutation(tr_idx)
         running, seen = 0.0, 0
         opt.zero_grad()
+        bar = Progress(len(perm), f"training epoch {epoch}/{epochs}", "pairs")
         for step, s in enumerate(range(0, len(perm), bs)):
             b, y = batch_of(perm[s:s + bs])
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
@@ -133,6 +136,8 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
                 opt.step()
                 sched.step()
                 opt.zero_grad()
+            bar.update(len(y))
+        bar.close()
         result.train_loss.append(round(running / max(1, seen), 4))
         result.epochs_run = epoch
         if n_val:
