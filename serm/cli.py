@@ -215,7 +215,8 @@ def cmd_evolve(args) -> int:
 
     from pipelines.evolution import run_local  # the orchestrator is the CLI's choice, not the core's
 
-    evolve(args.workspace, _policy_path(args), force=args.force, wait=args.wait, run_pipeline=run_local)
+    evolve(args.workspace, _policy_path(args), force=args.force, wait=args.wait,
+           run_pipeline=None if args.in_process else run_local)
     return 0
 
 
@@ -347,7 +348,7 @@ def cmd_versions(args) -> int:
         mark = " *" if v["version"] == reg["production"] else ""
         print(f"v{v['version']:<8}{v['tag']:<20}{v['round']:>5}  {_shown(m.get(STATIC, 'ndcg@4'))!s:>13} "
               f"{_shown(m.get(EVOLVING, 'ndcg@4'))!s:>10} ({m.locale(EVOLVING)})  {_shown(m.get(EVOLVING, 'accuracy'))!s:>8}  "
-              f"{v.get('created', '')}{mark}")
+              f"{v.get('created', '')}{mark}" + ("  (files removed by gc)" if v.get("removed") else ""))
     print("* = production" + (f"; GTO: {gto['assignment']} -> {gto['production']} (`gto show` reads the same tags)"
                               if gto["assignment"] else ""))
     if interrupted:
@@ -369,6 +370,25 @@ def _sync_dashboard(ws) -> None:
     from monitoring.dashboard import update_dashboard
 
     update_dashboard(ws, log=lambda line: None)
+
+
+def cmd_gc(args) -> int:
+    from serm import retention, round as rounds
+    from serm.workspace import Workspace
+
+    ws = Workspace.at(args.workspace)
+    ws.require()
+    policy = _policy_or_default(args)
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    with ws.lock(wait=args.wait):
+        if not args.dry_run:
+            rounds.recover(ws, log)
+        p = retention.gc(ws, policy, dry_run=args.dry_run, log=log)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, **p.as_dict()}, indent=2))
+    else:
+        print(retention.format_plan(p, args.dry_run))
+    return 0
 
 
 def cmd_rollback(args) -> int:
@@ -574,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per ingested batch waiting)")
     ws_args(sp)
     sp.add_argument("--force", action="store_true", help="run the pipeline even if the drift trigger does not fire")
+    sp.add_argument("--in-process", action="store_true", help="run the round's stages in this process instead of "
+                    "through kfp.local (the same stages and artifacts, no pipeline run)")
     sp.set_defaults(fn=cmd_evolve)
     sp = sub.add_parser("ingest", help="validate log files (events) and documents into a files workspace: "
                         "bad rows quarantined, each file one batch (or cut by ts), a new data version")
@@ -623,6 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "and stream position as they were then); default: the model only")
     sp.add_argument("--reason", help="why, recorded in versions.json, the commit and the GTO assignment")
     sp.set_defaults(fn=cmd_rollback)
+    sp = sub.add_parser("gc", help="remove the files of versions versioning.retention lets go from the DVC cache "
+                        "and remote (never production, never one the policy names)")
+    ws_args(sp)
+    sp.add_argument("--dry-run", "-n", action="store_true", help="list what would be kept and freed; remove nothing")
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp.set_defaults(fn=cmd_gc)
     sp = sub.add_parser("promote", help="make a version production by hand, with a recorded reason")
     ws_args(sp)
     sp.add_argument("version", help="version number, e.g. 2 or v2")

@@ -130,6 +130,24 @@ def run_round(ws: Workspace, policy, policy_path: Path, force: bool = False, log
     shutil.rmtree(rl.staging, ignore_errors=True)
     log("\n".join(summary_lines(rl.committed)))
     log(f"report: {rl.report}")
+    retain(ws, policy, log)
     man = schema.RoundManifest.load(rl.committed_manifest)
     return {"round": round_no, "batch": batch_no, "promoted": bool(man.promoted), "reason": man.reason,
             "evolved": man.evolved, "production": ws.state()["production"], "report": str(rl.report)}
+
+
+def retain(ws: Workspace, policy, log=print) -> None:
+    """After a committed round: remove the files of versions `versioning.retention` lets go
+    (`auto`). A failed gc never fails the round; the next round (or `serm gc`) tries again."""
+    from serm import retention
+
+    spec = policy.versioning.retention
+    if spec is None or not spec.auto:
+        return
+    try:
+        p = retention.gc(ws, policy, log=log)
+    except Exception as exc:   # derived clean-up: the round and its version are committed already
+        log(f"[gc] skipped: {exc}")
+        return
+    if p.remove:
+        log(f"[gc] retention removed {', '.join(f'v{n}' for n in p.remove)} ({p.freed / 1e6:.1f} MB freed)")

@@ -150,7 +150,7 @@ def model_versions(ws, policy):
     loaders = {production: lambda: load_model(ws.model_dir, policy)}
     for entry in ws.versions()["versions"]:
         v, tag = entry["version"], entry.get("tag")
-        if v != production and tag:
+        if v != production and tag and not entry.get("removed"):   # `serm gc` took a removed one's files
             loaders[v] = lambda v=v, tag=tag: load_model(version_model_dir(ws, v, tag), policy)
     return ModelVersions(production=production, loaders=loaders)
 

@@ -487,8 +487,26 @@ class PromotionSpec(_Strict):
 _GTO_TAG = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9/_-]*[a-zA-Z0-9])?@v\{n\}\.0\.0$")
 
 
+class RetentionSpec(_Strict):
+    """Which versions keep their files (`serm gc`); production, the version before it and the
+    versions the policy's agents name always stay, and so does everything today's data/ holds."""
+    keep_last: int | None = Field(None, ge=1, description="keep the newest N versions")
+    keep_within: Duration | None = Field(None, description="rollback window: keep every version created or in "
+                                         "production within this long (e.g. 30d)")
+    auto: bool = Field(True, description="gc after every round (false: only `serm gc` removes files)")
+
+    @model_validator(mode="after")
+    def _some_rule(self):
+        if self.keep_last is None and self.keep_within is None:
+            raise ValueError("retention needs keep_last (e.g. 10) and/or keep_within (e.g. 30d); "
+                             "to keep every version, leave versioning.retention out")
+        return self
+
+
 class VersioningSpec(_Strict):
     remote: str = ".dvc-remote"
+    retention: RetentionSpec | None = Field(None, description="which versions keep their files in the DVC cache and "
+                                            "remote; unset keeps every version (the disk grows with each one)")
     tag: str = Field("serm-model@v{n}.0.0", description="the git tag of version n, in GTO's format "
                      "NAME@v{n}.0.0 (so `gto show` reads the registry); NAME is the model's artifact name")
 

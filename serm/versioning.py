@@ -175,6 +175,8 @@ def rollback(ws: Workspace, version: int, data: bool = False, reason: str | None
     known = {v["version"]: v for v in reg["versions"]}
     if version not in known:
         raise WorkspaceError(f"unknown version v{version}; known: {', '.join(f'v{v}' for v in sorted(known))}")
+    if known[version].get("removed"):
+        raise WorkspaceError(removed_message(reg, version))
     tag = known[version].get("tag")
     if not tag or not tag_exists(ws, tag):
         raise WorkspaceError(f"version v{version} has no tag {tag!r} in {ws.root}; cannot restore it")
@@ -199,6 +201,15 @@ def rollback(ws: Workspace, version: int, data: bool = False, reason: str | None
                          + (f" ({reason})" if reason else ""))
     assign_stage(ws, tag, message=f"rollback to v{version}" + (f": {reason}" if reason else ""))
     return sha
+
+
+def removed_message(registry: dict, version: int) -> str:
+    """Why vN cannot be restored: `serm gc` removed its files (when, under which rule)."""
+    entry = next(v for v in registry["versions"] if v["version"] == version)
+    gone = entry.get("removed") or {}
+    live = [f"v{v['version']}" for v in registry["versions"] if not v.get("removed")]
+    return (f"v{version}'s files were removed by `serm gc` on {gone.get('at', '?')} ({gone.get('rule', 'retention')}); "
+            f"versions that can be restored: {', '.join(live) or 'none'}")
 
 
 def promote(ws: Workspace, version: int, reason: str) -> str:

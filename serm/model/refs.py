@@ -101,6 +101,10 @@ def _version_dir(version: int, workspace: str | Path):
     if version not in known:
         raise DataError(f"unknown model version v{version} in {ws.root}; known: "
                         f"{', '.join(f'v{v}' for v in sorted(known))}")
+    if known[version].get("removed"):
+        from serm.versioning import removed_message
+
+        raise DataError(f"model v{version}: {removed_message(reg, version)}")
     if _lineage_version(ws.model_dir) == version:
         yield ws.model_dir, version
         return

@@ -15,17 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serm import schema, versioning
+from serm import versioning
 from serm.annotation import escalations
 from serm.cli import main
-from serm.files import write_parquet
-from serm.model.cross_encoder import RelevanceModel
-from serm.model.training import set_seed
-from serm.policy import ModelSpec
 from serm.versioning import tree_checksum
-from serm.workspace import Workspace
 
-SPEC = ModelSpec(max_length=32, window_words=16, batch_size=8)
+from .version_workspaces import commit_version, empty_workspace
+
 GTO = str(Path(sys.executable).with_name("gto"))
 
 
@@ -41,24 +37,10 @@ def gto_production(ws: Path) -> str:
 
 @pytest.fixture
 def workspace(tmp_path):
-    ws = Workspace.at(tmp_path / "ws")
-    versioning.init_repo(ws, ".dvc-remote")
-    versioning.git(ws, "add", ".dvc/config", ".dvc/.gitignore", "data.dvc", ".gitignore")
-    versioning.git(ws, "commit", "-q", "-m", "workspace")
+    ws = empty_workspace(tmp_path / "ws")
     models = {}
     for v in (0, 1, 2):
-        set_seed(300 + v)
-        RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu").save(ws.model_dir, metrics={},
-                                                                          lineage={"version": v})
-        if v:
-            write_parquet(pd.DataFrame({"query_id": [f"q{v}"], "doc_id": [f"d{v}"], "grade": [v], "round": [v],
-                                        "status": ["accepted"]}), ws.layout.round_labels(v))
-        (ws.data / "state.json").write_text(json.dumps({"production": v, "production_round": v, "rounds_done": v,
-                                                        "next_batch": v + 1}))
-        tag = f"serm-model@v{v}.0.0"
-        versioning.record_version(ws, {"version": v, "tag": tag, "round": v, "parent": v - 1 if v else None,
-                                       "metrics": {}})
-        versioning.commit_version(ws, f"serm: v{v}", tag)
+        commit_version(ws, v, seed=300 + v, labels=bool(v))
         models[v] = tree_checksum(ws.model_dir)
     # a reviewer grades an escalated pair after v2 (not trained on yet)
     escalations.apply_resolutions(ws.data, pd.DataFrame({"query_id": ["q9"], "doc_id": ["d9"], "grade": [2],

@@ -8,7 +8,6 @@ the windowing an exported model needs is exercised, not skipped."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,9 +17,9 @@ import serm
 from serm.cli import main
 from serm.errors import DataError
 from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
-from serm.model.cross_encoder import RelevanceModel
-from serm.model.training import set_seed
 from serm.policy import ModelSpec
+
+from .version_workspaces import commit_version, empty_workspace
 
 SPEC = ModelSpec(max_length=48, window_words=24, batch_size=16)
 
@@ -37,23 +36,9 @@ def pairs():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """v0 and v1 committed and tagged; v1 is production. Returns (root, {version: model})."""
-    from serm import versioning
-    from serm.workspace import Workspace
-
-    ws = Workspace.at(tmp_path_factory.mktemp("serving") / "ws")
-    versioning.init_repo(ws, ".dvc-remote")
-    versioning.git(ws, "add", ".dvc/config", ".dvc/.gitignore", "data.dvc", ".gitignore")
-    versioning.git(ws, "commit", "-q", "-m", "workspace")
-    models = {}
-    for v in (0, 1):
-        set_seed(200 + v)
-        m = RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu")
-        m.save(ws.model_dir, metrics={"static": {"ndcg@4": 0.5 + v / 10}}, lineage={"version": v, "round": v})
-        models[v] = m
-        tag = f"serm-model@v{v}.0.0"
-        versioning.record_version(ws, {"version": v, "tag": tag, "round": v, "parent": v - 1 if v else None,
-                                       "metrics": {}})
-        versioning.commit_version(ws, f"v{v}", tag)
+    ws = empty_workspace(tmp_path_factory.mktemp("serving") / "ws")
+    models = {v: commit_version(ws, v, seed=200 + v, spec=SPEC, labels=False, state=False, message=f"v{v}",
+                                metrics={"static": {"ndcg@4": 0.5 + v / 10}}) for v in (0, 1)}
     return ws.root, models
 
 
