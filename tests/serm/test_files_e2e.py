@@ -1,6 +1,6 @@
 """Two real rounds from a team's own files (a Cranfield subset, not XQuAD) through the CLI:
 `serm init` on a documents file, seed and static-test judgments; `serm ingest` of a day of
-logs; `serm evolve` (kfp.local); reviewers answer the round's test requests and escalations
+logs; `serm evolve` (kfp.local; round 2 `--in-process`); reviewers answer the round's test requests and escalations
 (`serm escalations export/import`); the next day; `serm evolve` again.
 
 Nothing is hidden in a `files` workspace: round 1 has no evolving test yet, so it must not
@@ -90,8 +90,8 @@ def test_reviewers_answer_between_rounds(ws, files, tmp_path):
 
 def test_round_two_evaluates_on_the_reviewed_test_labels(ws, files):
     serm(ws, "ingest", str(files["events"][1]), "--policy", str(files["policy"]))
-    res = serm(ws, "evolve", "--policy", str(files["policy"]))
-    assert "Round 2 summary" in res.stdout
+    res = serm(ws, "evolve", "--policy", str(files["policy"]), "--in-process")   # round 1 ran under kfp.local
+    assert "Round 2 summary" in res.stdout and "in this process" in res.stdout
     m = manifest(ws, 2)
     assert m.batch == 2
     metrics = json.loads((Workspace.at(ws).layout.round(2).committed / schema.METRICS.name).read_text())
