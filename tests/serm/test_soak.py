@@ -32,7 +32,8 @@ def test_twenty_rounds_time_memory_and_disk_stay_flat(tmp_path):
     # Time: rounds vary with their batch (locale, mined pairs); a per-round slope above 1% of the
     # early rounds' time would add 20% over 20 rounds, and that is what a history-wide re-read shows.
     assert g["wall_s"]["share_of_early_per_round"] < 0.01, g["wall_s"]
-    assert g["peak_rss_mb"]["per_round"] < 5.0, g["peak_rss_mb"]
+    # Peak RSS follows the batch (±100 MB round to round); accumulation would show as a slope.
+    assert g["peak_rss_mb"]["share_of_early_per_round"] < 0.005, g["peak_rss_mb"]
     # Retention: production + the version before it + the newest 3 (they overlap) hold files,
     # and gc frees the rest every round, so disk grows only by each round's own small files.
     assert max(r["versions_with_files"] for r in rounds) <= KEEP_LAST + 1
