@@ -85,7 +85,9 @@ need_chromium() {
 
 case "${1:-}" in
   evolve) shift; exec "$VENV/bin/serm" evolve "$@" ;;
-  test)   shift; need_redis; need_chromium; exec "$VENV/bin/python" -m pytest -m "not slow" "$@" ;;
+  # One test module per worker, a worker per core (SERM_TEST_WORKERS=0: in this process).
+  test)   shift; need_redis; need_chromium
+          exec "$VENV/bin/python" -m pytest -m "not slow" -n "${SERM_TEST_WORKERS:-auto}" --dist loadfile "$@" ;;
   "")     echo "[setup] done: $VENV" ;;
   *)      echo "unknown command ${1}; use: evolve | test" >&2; exit 2 ;;
 esac
