@@ -69,11 +69,16 @@ def metrics(df, ks=(4, 10)) -> dict:
     return out
 
 
-def evaluate(model, judgments, ks=(4, 10)) -> dict:
-    """Score `judgments` (canonical format) with `model`; overall and per-locale metrics."""
+def evaluate(model, judgments, ks=(4, 10), proba=None) -> dict:
+    """Score `judgments` (canonical format) with `model` (or take its `proba`, one row of
+    P(grade) per judgment, already scored); overall and per-locale metrics."""
+    import numpy as np
+
     df = judgments.copy()
-    proba = model.score_frame(df)
-    df["score"] = model.expected_grade(proba)
+    if proba is None:
+        proba = model.score_frame(df)
+    proba = np.asarray(proba, dtype=np.float32)
+    df["score"] = (proba * np.arange(proba.shape[1], dtype=np.float32)).sum(axis=1)   # the expected grade
     df["pred"] = proba.argmax(axis=1)
     result = {"overall": metrics(df, ks), "per_locale": {}}
     for loc, g in df.groupby("locale"):

@@ -338,12 +338,26 @@ class RoundRunner:
         return self.run("evaluate", lambda: self._evaluate(Path(model_dir)))
 
     def _evaluate(self, model_dir: Path) -> dict:
+        from serm.model.cross_encoder import pick_device
+        from serm.model.score_cache import ScoreCache, model_key as score_cache_key
+
         p = self.policy
         locale = self.manifest.locale
         ks = p.evaluation.k
         sets, locales = self.source.round_tests(self.ws, locale)
-        cand = stages.evaluate(history.load_model(model_dir, p), sets, ks, p.promotion.metric, locales)
-        prod = stages.evaluate(history.load_model(self.ws.model_dir, p), sets, ks, p.promotion.metric, locales)
+        # Production was scored on these sets when it was the candidate (same weights, same
+        # pairs): the score cache gives its scores back, so mostly only the candidate is scored.
+        cache = ScoreCache(self.ws.layout.score_cache)
+        device = pick_device(p.training.device)
+        out = {}
+        for who, path in (("candidate", model_dir), ("production", self.ws.model_dir)):
+            key, lazy = score_cache_key(path, p.model, device), LazyModel(path, p)
+            before = cache.hits, cache.misses
+            out[who] = stages.evaluate(None, sets, ks, p.promotion.metric, locales,
+                                       proba_of=lambda j, key=key, lazy=lazy: cache.proba(j, key, lazy.score))
+            hits, misses = cache.hits - before[0], cache.misses - before[1]
+            self.log(f"[evaluate] {who}: {misses} pair(s) scored, {hits} from the score cache")
+        cand, prod = out["candidate"], out["production"]
         metrics = RoundMetrics(cand, prod).to_dict()
         atomic_write_json(self.layout.staged(schema.METRICS), metrics)
         m = p.promotion.metric
@@ -435,6 +449,18 @@ class RoundRunner:
         self.log(f"[version] {msg} — commit {sha[:10]}" + (f", tag {tag}" if tag else "")
                  + f" (outputs, report, dashboard and version in {time.perf_counter() - t0:.0f}s)")
         return {"commit": sha, "tag": tag, "production": new_state["production"]}
+
+
+class LazyModel:
+    """A model directory loaded on its first `score` (a fully cached evaluation loads nothing)."""
+
+    def __init__(self, path: Path, policy):
+        self.path, self.policy, self._model = Path(path), policy, None
+
+    def score(self, frame):
+        if self._model is None:
+            self._model = history.load_model(self.path, self.policy)
+        return self._model.score_frame(frame)
 
 
 # --------------------------------------------------------------------------- serving a batch

@@ -283,6 +283,8 @@ class WorkspaceLayout:
     def versions(self) -> Path: return self.root / VERSIONS_FILE
     @property
     def vote_cache(self) -> Path: return self.dot / "cache" / "votes.sqlite"
+    @property
+    def score_cache(self) -> Path: return self.dot / "cache" / "scores"
 
     def batch(self, batch_no: int) -> Path:
         """An ingested batch's folder: events, quarantine, batch.json."""

@@ -230,15 +230,18 @@ def train(model, examples, spec, seed: int, epochs=None, log=print):
 
 
 # --------------------------------------------------------------------------- evaluate + decide
-def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: dict | None = None) -> Metrics:
+def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: dict | None = None,
+             proba_of=None) -> Metrics:
     """Metrics of `model` on each named test set (`{"static": judgments, "evolving": …}`),
     flat per set; `locales` names each set's locale in the result. An empty set has
-    `queries: 0` and no metric values."""
+    `queries: 0` and no metric values. `proba_of(judgments)`, where given, supplies the
+    model's P(grade) per row instead (e.g. from a score cache; `model` may then be None)."""
     from serm.evaluation import evaluate as score
 
     out = {}
     for name, judgments in tests.items():
-        result = score(model, judgments, tuple(ks))["overall"] if len(judgments) else {"pairs": 0, "queries": 0}
+        result = (score(model, judgments, tuple(ks), proba=proba_of(judgments) if proba_of else None)["overall"]
+                  if len(judgments) else {"pairs": 0, "queries": 0})
         out[name] = {**result, **({"locale": locales[name]} if locales and name in locales else {})}
     return Metrics(out, primary_metric)
 

@@ -4,6 +4,7 @@ One temp workspace is shared by the tests of this module (they run in order)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -117,6 +118,11 @@ def test_round_two_evolves_on_the_next_batch(ws, policy):
 
     res = serm(ws, "evolve", "--policy", policy, "--in-process")   # the same stages without kfp.local (round 1 used it)
     assert "stream batch 2" in res.stdout and "(de)" in res.stdout and "in this process" in res.stdout
+    # Production (v1) was round 1's candidate: its scores on the unchanged static test come back
+    # from the score cache; only the new evolving test (de) and the candidate are scored.
+    prod = re.search(r"\[evaluate\] production: (\d+) pair\(s\) scored, (\d+) from the score cache", res.stdout)
+    cand = re.search(r"\[evaluate\] candidate: (\d+) pair\(s\) scored, 0 from the score cache", res.stdout)
+    assert prod and cand and int(prod.group(2)) > 0 and int(prod.group(1)) < int(cand.group(1)), res.stdout[-3000:]
     # The reviewer's grade from between the rounds is trained on in round 2, and marked so.
     resolved = escalations.read_resolved(ws / "data")
     assert resolved["trained_round"].tolist() == [2]
