@@ -38,6 +38,8 @@ def mode() -> str:
     m = os.environ.get("SERM_PROGRESS", "auto").strip().lower()
     if m not in ("auto", "bar", "lines", "off"):
         m = "auto"
+    if sys.stderr is None:   # no stderr at all (a daemon, pythonw): nothing to show
+        return "off"
     if m == "auto":
         return "bar" if sys.stderr.isatty() else "lines"
     return m
@@ -95,10 +97,17 @@ class Progress:
                 self._bar.update(self.done - self._bar.n)
             return
         if now >= self._next_line and self.done < self.total:
-            self.stream.write(self.line(now) + "\n")
-            self.stream.flush()
+            self._write(self.line(now))
             self.lines += 1
             self._next_line = now + self.every
+
+    def _write(self, text: str) -> None:
+        """A closed or broken stderr turns progress off; it never stops the work it reports on."""
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.mode = "off"
 
     def line(self, now: float | None = None) -> str:
         elapsed = (now if now is not None else self.clock()) - self.t0
@@ -121,5 +130,4 @@ class Progress:
             self._bar = None
         elif self.mode == "lines" and self.lines:
             elapsed = self.clock() - self.t0
-            self.stream.write(f"{self.label}: {self.done:,}/{self.total:,} {self.unit} done in {eta(elapsed)}\n")
-            self.stream.flush()
+            self._write(f"{self.label}: {self.done:,}/{self.total:,} {self.unit} done in {eta(elapsed)}")

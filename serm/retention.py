@@ -35,6 +35,8 @@ from serm.files import atomic_write_json
 from serm.workspace import Workspace
 
 _VERSION_REF = re.compile(r"^v(\d+)$")
+_VERSION_NUMBER = re.compile(r"^v?(\d+)$")   # where a field takes a workspace version ("3" or "v3")
+DONE_FILE = "gc-done.json"   # in .serm/: removed versions whose files are all gone (skipped by later plans)
 
 
 @dataclass
@@ -110,20 +112,20 @@ def policy_refs(policy) -> set[int]:
     """Versions the policy's agents name (`v3` in a committee, a teacher's `model: v3`)."""
     found: set[int] = set()
 
-    def walk(node):
+    def walk(node, key=None):
         if isinstance(node, dict):
-            for v in node.values():
-                walk(v)
+            for k, v in node.items():
+                walk(v, k)
         elif isinstance(node, (list, tuple)):
             for v in node:
-                walk(v)
+                walk(v, key)
         elif isinstance(node, str):
-            m = _VERSION_REF.match(node.strip())
+            m = (_VERSION_NUMBER if key in ("model", "committee", "base_model") else _VERSION_REF).match(node.strip())
             if m:
                 found.add(int(m.group(1)))
 
-    walk(policy.mining.model_dump(mode="json"))
-    walk(policy.annotation.model_dump(mode="json"))
+    for section in (policy.mining, policy.annotation, policy.model):
+        walk(section.model_dump(mode="json"))
     return found
 
 
@@ -212,7 +214,11 @@ class _Store:
         return None
 
     def delete(self, md5s) -> tuple[int, int]:
-        """Remove objects from the local cache and the remote; (local, remote) counts removed."""
+        """Remove objects from the local cache and the remote; (local, remote) counts removed.
+
+        DVC remembers what a remote holds (an index of the folder manifests it pushed, whose
+        entries it then takes as present); a removed version keeps its manifest, so that index
+        is cleared, or a later push of a byte-identical file would skip it as already there."""
         counts = []
         for odb in (self.local, self.remote):
             n = 0
@@ -222,6 +228,11 @@ class _Store:
                     odb.fs.remove(path)
                     n += 1
             counts.append(n)
+        if self.remote is not None and counts[1]:
+            from dvc_data.hashfile.db import get_index
+
+            get_index(self.remote).clear()
+            self.repo.drop_data_index()
         return counts[0], counts[1]
 
 
@@ -243,13 +254,24 @@ def plan(ws: Workspace, policy, now: datetime | None = None, store: _Store | Non
     entries = {v["version"]: v for v in registry.get("versions", [])}
     out.keep = {n: r for n, r in why.items() if r}
     out.remove = sorted(n for n, r in why.items() if not r)
-    out.already_removed = sorted(n for n, v in entries.items() if v.get("removed"))
+    done = _done(ws)
+    out.already_removed = sorted(n for n, v in entries.items() if v.get("removed") and n not in done)
     if registry_only or not (out.remove or out.already_removed):
         return out
     store = store or _Store(ws)
-    keep_objs = store.objects_of(_rev_dvcfile(ws, "HEAD"))
+    keep_objs: set[str] = set()
+    # HEAD, and the tip of every other branch, local or remote-tracking (a cluster's round
+    # branch, a colleague's push): what a ref still points at is never this gc's to remove.
+    tips = ["HEAD", *versioning.git(ws, "for-each-ref", "--format=%(objectname)", "refs/heads", "refs/remotes").split()]
+    for rev in dict.fromkeys(tips):
+        if versioning._dvc_out_md5(_rev_dvcfile(ws, rev)):
+            keep_objs |= store.objects_of(_rev_dvcfile(ws, rev))
     for n in out.keep:
-        keep_objs |= store.objects_of(_rev_dvcfile(ws, entries[n]["tag"]))
+        tag = entries[n].get("tag")
+        if not tag or not versioning.tag_exists(ws, tag):
+            raise WorkspaceError(f"v{n} is kept but its tag {tag!r} is missing, so gc cannot tell which files it "
+                                 "needs; run `serm evolve` (recovery restores missing tags) and retry")
+        keep_objs |= store.objects_of(_rev_dvcfile(ws, tag))
     version_objs = {}
     for n in out.remove + out.already_removed:
         tag = entries[n].get("tag")
@@ -300,20 +322,47 @@ def gc(ws: Workspace, policy, dry_run: bool = False, log=print, now: datetime | 
                              "run `serm evolve` to resume it, then gc")
     store = _Store(ws)
     p = plan(ws, policy, now, store)
-    if dry_run or not (p.remove or p.objects):
+    if dry_run:
         return p
     if p.remove:
         _mark_removed(ws, p, now)
-    removed_local, removed_remote = store.delete(p.objects)
-    for n in p.remove + p.already_removed:
+    gone = p.remove + p.already_removed
+    _deregister(ws, gone, p.rule)   # again for versions an interrupted gc marked but did not tag
+    removed_local, removed_remote = store.delete(p.objects) if p.objects else (0, 0)
+    for n in gone:
         shutil.rmtree(ws.dot / "models" / f"v{n}", ignore_errors=True)   # history's restored copies
-    log(f"[gc] removed {removed_local} object(s) from the DVC cache and {removed_remote} from the remote "
-        f"({_mb(p.freed)} MB)")
+    _record_done(ws, gone)
+    if p.objects:
+        log(f"[gc] removed {removed_local} object(s) from the DVC cache and {removed_remote} from the remote "
+            f"({_mb(p.freed)} MB)")
     return p
 
 
+def _done(ws: Workspace) -> set[int]:
+    try:
+        return set(json.loads((ws.dot / DONE_FILE).read_text())["versions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()   # lost or damaged: the next plan looks at every removed version again
+
+
+def _record_done(ws: Workspace, versions: list[int]) -> None:
+    ws.dot.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ws.dot / DONE_FILE, {"versions": sorted(_done(ws) | set(versions))})
+
+
+def _deregister(ws: Workspace, versions: list[int], rule: str) -> None:
+    """GTO's deregistration tag `NAME@vN.0.0!` on each removed version's tag (once)."""
+    from serm import versioning
+
+    tags = {v["version"]: v.get("tag") for v in ws.versions()["versions"]}
+    for n in versions:
+        tag = tags.get(n)
+        if tag and versioning.tag_exists(ws, tag) and not versioning.tag_exists(ws, f"{tag}!"):
+            versioning.git(ws, "tag", "-a", f"{tag}!", "-m", f"serm gc: files removed ({rule})", f"{tag}^{{}}")
+
+
 def _mark_removed(ws: Workspace, p: Plan, now: datetime | None) -> None:
-    """Registry first: versions.json marks them removed (one git commit), GTO deregisters them."""
+    """Registry first: versions.json marks them removed (one git commit); `_deregister` tags them."""
     from serm import versioning
 
     at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
@@ -329,12 +378,6 @@ def _mark_removed(ws: Workspace, p: Plan, now: datetime | None) -> None:
     versioning.git(ws, "add", schema.VERSIONS_FILE)
     versioning.git(ws, "commit", "-q", "-m", msg, "--", schema.VERSIONS_FILE)
     versioning.failpoint("gc:committed")
-    tags = {v["version"]: v.get("tag") for v in reg["versions"]}
-    for n in p.remove:
-        if tags.get(n) and versioning.tag_exists(ws, tags[n]):
-            dereg = f"{tags[n]}!"
-            if not versioning.tag_exists(ws, dereg):
-                versioning.git(ws, "tag", "-a", dereg, "-m", f"serm gc: files removed ({p.rule})", f"{tags[n]}^{{}}")
 
 
 def _mb(n: int) -> str:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from serm import schema
 from serm.files import write_parquet
 
 KEEP_MODELS = 4
+SCORER_VERSION = 1   # bump when SERM changes how a pair becomes model input (passages, truncation)
 _SKIP = {schema.MODEL_LINEAGE, schema.MODEL_METRICS}
 _SCORING_FIELDS = ("base_model", "max_length", "window_words", "passage")
 
@@ -33,7 +35,7 @@ def model_key(model_dir: Path, spec, device: str) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     fields = {k: getattr(spec, k, None) for k in _SCORING_FIELDS}
-    h.update(json.dumps({**fields, "device": "cuda" if str(device).startswith("cuda") else "cpu"},
+    h.update(json.dumps({**fields, "device": str(device).split(":")[0], "scorer": SCORER_VERSION},
                         sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 
@@ -89,6 +91,8 @@ class ScoreCache:
             out = pd.DataFrame({"pair": list(known.keys()), **{f"p{i}": table[:, i] for i in range(4)}})
             write_parquet(out, self._file(key))
             self._prune(keep=key)
+        elif self._file(key).exists():
+            os.utime(self._file(key))   # in use: the newest files are the ones kept
         return np.stack([known[k] for k in keys]).astype(np.float32) if len(keys) else np.zeros((0, 4), np.float32)
 
     def _prune(self, keep: str) -> None:

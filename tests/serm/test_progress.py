@@ -100,3 +100,18 @@ def test_the_scorer_and_trainer_report_progress(monkeypatch, capsys, what):
         train(model, frame, TrainingSpec(epochs=1, batch_size=8, validation_share=0.0), seed=1, log=lambda m: None)
         err = capsys.readouterr().err
         assert "training epoch 1/1: 8/40 pairs" in err and "ETA" in err
+
+
+def test_a_broken_stderr_turns_progress_off_not_the_work(monkeypatch):
+    class Broken(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError("stderr closed")
+
+    monkeypatch.setenv("SERM_PROGRESS", "lines")
+    monkeypatch.setenv("SERM_PROGRESS_AFTER", "0")
+    clock = Clock()
+    with Progress(10, "scoring", "pairs", stream=Broken(), clock=clock) as bar:
+        for _ in range(10):
+            clock.t += 1
+            bar.update(1)
+    assert bar.mode == "off" and bar.done == 10

@@ -140,10 +140,12 @@ def test_rollback_window_and_policy_names_keep_versions(workspace, tmp_path):
     assert wider.remove == [0] and "within 15d" in wider.keep[2]
     raw = yaml.safe_load(policy_file(tmp_path, {"keep_last": 1}).read_text())
     raw["mining"]["agents"].append({"name": "disagreement", "committee": ["production", "v0"]})
+    raw["annotation"]["agents"].insert(0, {"name": "teacher", "model": "2"})   # a teacher takes 2 or v2
     named = tmp_path / "named.yaml"
     named.write_text(yaml.safe_dump(raw))
     plan = retention.plan(ws, load_policy(named))
-    assert plan.keep[0] == ["named in the policy"] and plan.remove == [1, 2]
+    assert plan.keep[0] == ["named in the policy"] and plan.keep[2] == ["named in the policy"]
+    assert plan.remove == [1]
 
 
 def test_no_retention_keeps_everything(workspace, tmp_path, capsys):
@@ -180,6 +182,10 @@ def test_gc_killed_after_its_commit_finishes_on_the_next_run(workspace, tmp_path
     assert res.returncode == 0, res.stderr
     assert "removed earlier, files left" in res.stdout
     assert not any(versioning.cache_object(ws, m).exists() or remote_object(ws, m).exists() for m in gone)
+    tags = versioning.git(ws, "tag", "--list").split()
+    assert {"serm-model@v0.0.0!", "serm-model@v1.0.0!"} <= set(tags), "the rerun deregistered them in GTO"
+    res = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert "nothing to remove" in res.stdout and "removed earlier" not in res.stdout, "finished: not planned again"
 
 
 def test_each_round_ends_with_gc_when_auto_and_never_fails_the_round(workspace, tmp_path):
@@ -197,3 +203,25 @@ def test_each_round_ends_with_gc_when_auto_and_never_fails_the_round(workspace, 
     retain(ws, load_policy(policy_file(tmp_path, {"keep_last": 1})), lines.append)
     assert lines[-1] == "[gc] retention removed v0, v1, v2 (" + lines[-1].split("(", 1)[1]
     assert [v["version"] for v in ws.versions()["versions"] if v.get("removed")] == [0, 1, 2]
+
+
+def test_a_file_gc_removed_is_pushed_again_when_it_comes_back(tmp_path):
+    """DVC remembers what it pushed to a remote and skips those files on the next push; gc
+    deletes files behind its back, so it must make DVC forget, or a byte-identical file that
+    returns (an empty escalation queue, a re-trained identical model) never reaches the remote."""
+    import hashlib
+
+    ws = empty_workspace(tmp_path / "ws")
+    (ws.data / "a.txt").write_text("aaa\n")
+    (ws.data / "b.txt").write_text("bbb\n")
+    versioning.commit_version(ws, "two files")
+    b = hashlib.md5(b"bbb\n").hexdigest()
+    assert remote_object(ws, b).exists()
+    (ws.data / "b.txt").unlink()
+    versioning.commit_version(ws, "b is gone")
+    retention._Store(ws).delete({b})
+    assert not remote_object(ws, b).exists() and not versioning.cache_object(ws, b).exists()
+    (ws.data / "b.txt").write_text("bbb\n")
+    (ws.data / "c.txt").write_text("ccc\n")
+    versioning.commit_version(ws, "b is back")
+    assert remote_object(ws, b).exists(), "the returning file was pushed"

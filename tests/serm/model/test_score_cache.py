@@ -82,3 +82,19 @@ def test_only_the_newest_models_are_kept(saved, tmp_path):
         cache.proba(frame(2), f"model{i}", model.score_frame)
     kept = sorted(p.stem for p in (tmp_path / "scores").glob("*.parquet"))
     assert len(kept) == KEEP_MODELS and f"model{KEEP_MODELS + 1}" in kept and "model0" not in kept
+
+
+def test_a_model_in_use_is_not_pruned(saved, tmp_path):
+    """Production only hits the cache (its pairs were scored as the candidate); hits keep it."""
+    import os
+    import time
+
+    model, _ = saved
+    cache, production = ScoreCache(tmp_path / "scores"), Counting(model)
+    cache.proba(frame(2), "production", production)
+    old = time.time() - 3600
+    os.utime(tmp_path / "scores" / "production.parquet", (old, old))
+    for i in range(KEEP_MODELS + 1):
+        cache.proba(frame(2), "production", production)             # a hit each round
+        cache.proba(frame(2), f"candidate{i}", model.score_frame)   # a new candidate each round
+    assert production.rows == [2], "production was scored once, never again after a prune"
