@@ -54,7 +54,7 @@ from pathlib import Path
 
 from monitoring.descriptors import embedding_scores
 from serm import schema
-from serm.files import atomic_write_text
+from serm.files import atomic_write, atomic_write_text
 from serm.policy_schema import DETECTORS, detector_columns
 
 CATEGORICAL_COLUMNS = {"locale"}
@@ -417,8 +417,5 @@ def ensure_report_lib(parent: Path) -> Path:
     lib, font = _lib_files(lib_dir)
     for src, dst in ((Path(STATIC_PATH) / "index.js", lib), (Path(STATIC_PATH) / "material-ui-icons.woff2", font)):
         if not dst.exists():
-            lib_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(dst)
+            atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
     return lib_dir

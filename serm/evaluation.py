@@ -74,11 +74,11 @@ def evaluate(model, judgments, ks=(4, 10), proba=None) -> dict:
     P(grade) per judgment, already scored); overall and per-locale metrics."""
     import numpy as np
 
+    from serm.model.cross_encoder import RelevanceModel
+
     df = judgments.copy()
-    if proba is None:
-        proba = model.score_frame(df)
-    proba = np.asarray(proba, dtype=np.float32)
-    df["score"] = (proba * np.arange(proba.shape[1], dtype=np.float32)).sum(axis=1)   # the expected grade
+    proba = np.asarray(model.score_frame(df) if proba is None else proba, dtype=np.float32)
+    df["score"] = RelevanceModel.expected_grade(proba)
     df["pred"] = proba.argmax(axis=1)
     result = {"overall": metrics(df, ks), "per_locale": {}}
     for loc, g in df.groupby("locale"):

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from serm import schema
 from serm.errors import WorkspaceError
 from serm.files import atomic_write_json
+from serm.policy_schema import duration
 from serm.workspace import Workspace
 
 _VERSION_REF = re.compile(r"^v(\d+)$")
@@ -68,16 +69,10 @@ def describe_rule(spec) -> str:
     if spec is None:
         return "no retention (versioning.retention unset): every version is kept"
     parts = [f"the newest {spec.keep_last}" if spec.keep_last else None,
-             f"those created or in production within {_fmt_duration(spec.keep_within)}" if spec.keep_within else None]
+             f"those created or in production within {duration(spec.keep_within)}" if spec.keep_within else None]
     parts = [p for p in parts if p]
     return "keep production, the version before it, versions the policy names" + (
         ", " + " and ".join(parts) if parts else "")
-
-
-def _fmt_duration(seconds: float) -> str:
-    from serm.policy_schema import duration
-
-    return duration(seconds)
 
 
 # --------------------------------------------------------------------------- what stays
@@ -91,21 +86,17 @@ def _parse_time(text: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def production_spans(registry: dict) -> dict[int, tuple[datetime | None, datetime | None]]:
-    """version -> (became production, stopped being production; None while it still is), from
-    the registry's promotion and rollback events (a promotion's time is its version's `created`)."""
+def served_until(registry: dict) -> dict[int, datetime | None]:
+    """version -> when it last stopped being production (None: it still is, or the time is
+    unknown), for every version that ever was, from the registry's promotion and rollback
+    events (a promotion's time is its version's `created`)."""
     created = {v["version"]: _parse_time(v.get("created")) for v in registry.get("versions", [])}
     changes: list[tuple[int, datetime | None]] = []
     for e in registry.get("events", []):
         if e.get("event") in ("promoted", "rollback") and e.get("version") is not None:
-            at = _parse_time(e.get("at")) if e.get("at") else created.get(e["version"])
-            changes.append((e["version"], at))
-    spans: dict[int, tuple] = {}
-    for i, (v, at) in enumerate(changes):
-        end = changes[i + 1][1] if i + 1 < len(changes) else None
-        start0, _ = spans.get(v, (at, None))
-        spans[v] = (start0, end)   # the last span decides whether it served inside the window
-    return spans
+            changes.append((e["version"], _parse_time(e.get("at")) if e.get("at") else created.get(e["version"])))
+    # each change ends the previous version's time in production; the last one is still serving
+    return {v: (changes[i + 1][1] if i + 1 < len(changes) else None) for i, (v, _) in enumerate(changes)}
 
 
 def policy_refs(policy) -> set[int]:
@@ -153,12 +144,11 @@ def kept_versions(registry: dict, policy, now: datetime | None = None) -> dict[i
             why[n].append(f"newest {spec.keep_last}")
     if spec.keep_within:
         cutoff = now - timedelta(seconds=spec.keep_within)
-        spans = production_spans(registry)
+        until = served_until(registry)
         for v in live:
             n, created = v["version"], _parse_time(v.get("created"))
-            _, end = spans.get(n, (None, created))
-            if (created and created >= cutoff) or (n in spans and (end is None or end >= cutoff)):
-                why[n].append(f"within {_fmt_duration(spec.keep_within)}")
+            if (created and created >= cutoff) or (n in until and (until[n] is None or until[n] >= cutoff)):
+                why[n].append(f"within {duration(spec.keep_within)}")
     return why
 
 
@@ -236,6 +226,18 @@ class _Store:
         return counts[0], counts[1]
 
 
+def _tag_commits(ws: Workspace) -> dict[str, str]:
+    """tag -> the commit it points at, for every tag (one git call)."""
+    from serm import versioning
+
+    out = {}
+    for line in versioning.git(ws, "for-each-ref", "--format=%(refname:lstrip=2) %(objectname) %(*objectname)",
+                               "refs/tags").splitlines():
+        name, obj, *peeled = line.split()
+        out[name] = peeled[0] if peeled else obj   # an annotated tag points at a tag object: peel it
+    return out
+
+
 def _rev_dvcfile(ws: Workspace, rev: str) -> str:
     from serm import versioning
 
@@ -259,16 +261,16 @@ def plan(ws: Workspace, policy, now: datetime | None = None, store: _Store | Non
     if registry_only or not (out.remove or out.already_removed):
         return out
     store = store or _Store(ws)
+    tag_commits = _tag_commits(ws)
     keep_objs: set[str] = set()
     # HEAD, and the tip of every other branch, local or remote-tracking (a cluster's round
     # branch, a colleague's push): what a ref still points at is never this gc's to remove.
     tips = ["HEAD", *versioning.git(ws, "for-each-ref", "--format=%(objectname)", "refs/heads", "refs/remotes").split()]
     for rev in dict.fromkeys(tips):
-        if versioning._dvc_out_md5(_rev_dvcfile(ws, rev)):
-            keep_objs |= store.objects_of(_rev_dvcfile(ws, rev))
+        keep_objs |= store.objects_of(_rev_dvcfile(ws, rev))   # nothing for a tip without data.dvc
     for n in out.keep:
         tag = entries[n].get("tag")
-        if not tag or not versioning.tag_exists(ws, tag):
+        if tag not in tag_commits:
             raise WorkspaceError(f"v{n} is kept but its tag {tag!r} is missing, so gc cannot tell which files it "
                                  "needs; run `serm evolve` (recovery restores missing tags) and retry")
         keep_objs |= store.objects_of(_rev_dvcfile(ws, tag))
@@ -283,7 +285,7 @@ def plan(ws: Workspace, policy, now: datetime | None = None, store: _Store | Non
     floor = entries[oldest_kept]["tag"] if oldest_kept is not None else None
     other: set[str] = set()
     revs = versioning.git(ws, "rev-list", *([floor] if floor else ["HEAD"]), "--", schema.DATA_DVC).split()
-    tagged = {versioning.git(ws, "rev-list", "-n", "1", entries[n]["tag"]) for n in entries if entries[n].get("tag")}
+    tagged = {tag_commits[v["tag"]] for v in entries.values() if v.get("tag") in tag_commits}
     for rev in revs:
         if rev in tagged:
             continue

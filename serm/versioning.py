@@ -326,10 +326,11 @@ def restore_stage(ws: Workspace) -> str | None:
                         "interrupted promotion)")
 
 
-def tree_checksum(path: Path) -> str:
-    """sha256 over relative paths and bytes of every file under `path`."""
+def tree_checksum(path: Path, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 over relative paths and bytes of every file under `path` (files named in `skip`
+    left out)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name not in skip):
         h.update(str(f.relative_to(path)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()

@@ -21,19 +21,15 @@ from serm.files import write_parquet
 
 KEEP_MODELS = 4
 SCORER_VERSION = 1   # bump when SERM changes how a pair becomes model input (passages, truncation)
-_SKIP = {schema.MODEL_LINEAGE, schema.MODEL_METRICS}
+_SKIP = frozenset({schema.MODEL_LINEAGE, schema.MODEL_METRICS})
 _SCORING_FIELDS = ("base_model", "max_length", "window_words", "passage")
 
 
 def model_key(model_dir: Path, spec, device: str) -> str:
     """Identity of what a model's scores depend on."""
-    h = hashlib.sha256()
-    root = Path(model_dir)
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _SKIP):
-        h.update(str(f.relative_to(root)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    from serm.versioning import tree_checksum
+
+    h = hashlib.sha256(tree_checksum(model_dir, skip=_SKIP).encode())
     fields = {k: getattr(spec, k, None) for k in _SCORING_FIELDS}
     h.update(json.dumps({**fields, "device": str(device).split(":")[0], "scorer": SCORER_VERSION},
                         sort_keys=True, default=str).encode())
