@@ -42,6 +42,17 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    import sys
+
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"note: {message}", file=sys.stderr)
+
+
 class RelevanceModel:
     #: Score BERT models through `fast_bert.BertScorer`; False forces the HF forward.
     fast_path: bool = True
@@ -52,6 +63,7 @@ class RelevanceModel:
         self.spec = spec
         self.device = device
         self._compiled_forward = None
+        self._int8_scorers: dict = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -155,10 +167,28 @@ class RelevanceModel:
             self._compiled_forward = torch.compile(self.model, dynamic=True)
         return self._compiled_forward
 
-    def _scorer(self, dropout: bool = False):
-        from serm.model.fast_bert import BertScorer
+    @property
+    def int8(self) -> bool:
+        """Whether scoring runs the int8 path: `precision: int8`, on a CPU (a GPU scores in bf16)."""
+        return getattr(self.spec, "precision", "fp32") == "int8" and self.device == "cpu"
 
-        return BertScorer.for_model(self.model, dropout) if self.fast_path else None
+    def _scorer(self, dropout: bool = False):
+        from serm.model.fast_bert import BertScorer, int8_available
+
+        if not self.fast_path:
+            return None
+        if not self.int8:
+            return BertScorer.for_model(self.model, dropout)
+        # Quantizing the weights costs ~0.15 s: keep the int8 scorer while no parameter changed
+        # (an optimizer step or a loaded state dict bumps every tensor's version counter).
+        key = (dropout, tuple((id(p), p._version) for p in self.model.parameters()))
+        if self._int8_scorers.get(dropout, (None,))[0] != key:
+            scorer = BertScorer.for_model(self.model, dropout, int8=int8_available())
+            if scorer is None or not scorer.int8:
+                _warn_once(f"model.precision int8 covers BERT-family encoders on torch's quantized CPU kernels; "
+                           f"{type(self.model).__name__} scores in fp32 here")
+            self._int8_scorers[dropout] = (key, scorer)
+        return self._int8_scorers[dropout][1]
 
     def _pad(self, enc, idx, lengths) -> dict:
         """One batch as right-padded tensors on the device (the tokenizer's own `pad` where its

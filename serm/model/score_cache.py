@@ -22,7 +22,7 @@ from serm.files import write_parquet
 KEEP_MODELS = 4
 SCORER_VERSION = 1   # bump when SERM changes how a pair becomes model input (passages, truncation)
 _SKIP = frozenset({schema.MODEL_LINEAGE, schema.MODEL_METRICS})
-_SCORING_FIELDS = ("base_model", "max_length", "window_words", "passage")
+_SCORING_FIELDS = ("base_model", "max_length", "window_words", "passage", "precision")
 
 
 def model_key(model_dir: Path, spec, device: str) -> str:
