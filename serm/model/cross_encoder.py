@@ -181,11 +181,14 @@ class RelevanceModel:
             return BertScorer.for_model(self.model, dropout)
         # Quantizing the weights costs ~0.15 s: keep the int8 scorer while no parameter changed
         # (an optimizer step or a loaded state dict bumps every tensor's version counter).
-        key = (dropout, tuple((id(p), p._version) for p in self.model.parameters()))
+        key = tuple((id(p), p._version) for p in self.model.parameters())
         if self._int8_scorers.get(dropout, (None,))[0] != key:
-            scorer = BertScorer.for_model(self.model, dropout, int8=int8_available())
-            if scorer is None or not scorer.int8:
-                _warn_once(f"model.precision int8 covers BERT-family encoders on torch's quantized CPU kernels; "
+            kernels = int8_available()
+            scorer = BertScorer.for_model(self.model, dropout, int8=kernels)
+            if not kernels:
+                _warn_once("model.precision is int8 but this torch build has no quantized CPU kernels: scoring in fp32")
+            elif scorer is None:
+                _warn_once(f"model.precision int8 covers BERT-family encoders through the fast scorer; "
                            f"{type(self.model).__name__} scores in fp32 here")
             self._int8_scorers[dropout] = (key, scorer)
         return self._int8_scorers[dropout][1]

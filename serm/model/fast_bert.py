@@ -27,10 +27,10 @@ output channel (symmetric, scale = max |w| / 127), activations quantized per bat
 attention, the pooler and the classifier stay fp32. It is 2.2-2.5x the fp32 path's pairs/s on a
 2-core AVX2 machine, with grades close to fp32's but not identical (Spearman of the expected grade
 0.99 on 5,107 Home Depot pairs; tests/serm/model/test_scoring_equivalence.py bounds it).
-
 """
 
 from __future__ import annotations
+
 
 def _has_hooks(net) -> bool:
     from torch.nn.modules import module as nn_module
@@ -38,6 +38,7 @@ def _has_hooks(net) -> bool:
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks or m.training for m in net.modules())
+
 
 class _Linear:
     """`x @ w.T + b` in fp32."""
@@ -49,6 +50,7 @@ class _Linear:
         import torch.nn.functional as F
 
         return F.linear(x, self.weight, self.bias)
+
 
 class _Int8Linear:
     """`x @ w.T + b` with w int8 per output channel and x quantized per call (dynamic int8)."""
@@ -72,6 +74,7 @@ class _Int8Linear:
         y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).contiguous(), self.packed, False)
         return y.view(*shape[:-1], y.shape[-1])
 
+
 def int8_available() -> bool:
     """Whether this torch build has the dynamic int8 linear kernel `precision: int8` runs on."""
     try:
@@ -81,6 +84,7 @@ def int8_available() -> bool:
         return hasattr(torch.ops.quantized, "linear_dynamic") and bool(engines & {"x86", "fbgemm", "onednn"})
     except Exception:  # pragma: no cover - an odd torch build
         return False
+
 
 class BertScorer:
     """Logits of a BERT cross-encoder from padded `input_ids`/`token_type_ids` and row lengths."""
