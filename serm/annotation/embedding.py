@@ -26,10 +26,22 @@ def _encoder(model_name: str):
     return AutoTokenizer.from_pretrained(src), AutoModel.from_pretrained(src).eval()
 
 
-def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64, max_length: int = 256):
+@functools.lru_cache(maxsize=4)
+def _fast_encoder(model_name: str, int8: bool):
+    """The encoder's fast forward (`fast_bert.BertScorer` over a bare BertModel), int8 if asked
+    and available; None for other architectures (the HF forward is used)."""
+    from serm.model.fast_bert import BertScorer, int8_available
+
+    return BertScorer.for_encoder(_encoder(model_name)[1], int8=int8 and int8_available())
+
+
+def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64, max_length: int = 256,
+          precision: str = "fp32"):
     """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models).
     Texts are tokenized once, sorted by token count and padded per batch to their own longest
-    (a Thai or Chinese query runs to many more word pieces than its character count suggests)."""
+    (a Thai or Chinese query runs to many more word pieces than its character count suggests).
+    A BERT encoder runs through SERM's fast forward; `precision="int8"` quantizes its linear
+    layers as `model.precision: int8` does the cross-encoder's (CPU)."""
     import numpy as np
     import torch
 
@@ -37,13 +49,17 @@ def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: i
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return out
+    fast = _fast_encoder(model_name, precision == "int8") if tok.padding_side == "right" else None
     enc = tok(list(texts), truncation=True, max_length=max_length)
     order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
             idx = order[s:s + batch_size]
             b = tok.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
-            h = model(**b).last_hidden_state
+            if fast is not None:
+                h = fast(b["input_ids"], b.get("token_type_ids"), b["attention_mask"].sum(1))
+            else:
+                h = model(**b).last_hidden_state
             m = b["attention_mask"].unsqueeze(-1).float()
             v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             out[idx] = torch.nn.functional.normalize(v, dim=-1).numpy()

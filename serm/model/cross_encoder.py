@@ -110,15 +110,19 @@ class RelevanceModel:
         return self.tokenizer(list(queries), list(docs), truncation="longest_first",
                               max_length=self.spec.max_length, padding=False)
 
-    def logits(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False):
-        """Raw 4-way logits, in input order.
+    def logits(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False,
+               passes: int | None = None, dropout_layers: int | None = None):
+        """Raw 4-way logits, in input order: (n, 4), or (passes, n, 4) with `passes`.
 
         Pairs are tokenized in one batched call, sorted by token length and cut into batches of
         `batch_size` that are padded only to their own longest pair. A BERT model in eval mode
         with no hooks runs through `fast_bert.BertScorer` (same function, less work; see there);
         any other model, or `fast_path = False`, through the HF forward; with `spec.compile`,
         through the HF forward compiled by torch.compile. `dropout=True` samples the network with
-        dropout active (Monte Carlo dropout; seed torch's RNG for repeatable passes).
+        dropout active (Monte Carlo dropout; seed torch's RNG for repeatable passes): `passes`
+        samples per pair, and on the fast path `dropout_layers=N` samples only the last N encoder
+        layers and the classifier, the layers below running once per batch for all passes (the
+        HF forward samples every layer).
         """
         import numpy as np
         import torch
@@ -128,14 +132,14 @@ class RelevanceModel:
         docs = model_inputs(queries, titles, texts, self.spec.passage, self.spec.window_words)
         enc = self.encode(queries, docs)
         n = len(enc["input_ids"])
-        out = np.zeros((n, GRADES), dtype=np.float32)
+        out = np.zeros((n, GRADES) if passes is None else (passes, n, GRADES), dtype=np.float32)
         if n == 0:
             return out
         lengths = np.fromiter(map(len, enc["input_ids"]), dtype=np.int64, count=n)
         order = np.argsort(lengths, kind="stable")
         bs = batch_size or self.spec.batch_size
         self.model.eval()
-        scorer = None if self.spec.compile and not dropout else self._scorer(dropout)
+        scorer = None if self.spec.compile and not dropout else self._scorer(dropout, dropout_layers if dropout else None)
         forward = self._compiled() if self.spec.compile and not dropout else self.model
         if dropout and scorer is None:
             self.model.train()   # the HF forward's own dropout (no batch statistics in BERT-like encoders)
@@ -149,10 +153,12 @@ class RelevanceModel:
                     batch = self._pad(enc, idx, lengths[idx])
                     if scorer is not None:
                         logits = scorer(batch["input_ids"], batch.get("token_type_ids"),
-                                        torch.from_numpy(lengths[idx]))
-                    else:
+                                        torch.from_numpy(lengths[idx]), passes)
+                    elif passes is None:
                         logits = forward(**batch).logits
-                    out[idx] = logits.float().cpu().numpy()
+                    else:
+                        logits = torch.stack([forward(**batch).logits for _ in range(passes)])
+                    out[..., idx, :] = logits.float().cpu().numpy()
                     bar.update(len(idx))
         finally:
             self.model.eval()
@@ -172,26 +178,27 @@ class RelevanceModel:
         """Whether scoring runs the int8 path: `precision: int8`, on a CPU (a GPU scores in bf16)."""
         return getattr(self.spec, "precision", "fp32") == "int8" and self.device == "cpu"
 
-    def _scorer(self, dropout: bool = False):
+    def _scorer(self, dropout: bool = False, dropout_layers: int | None = None):
         from serm.model.fast_bert import BertScorer, int8_available
 
         if not self.fast_path:
             return None
         if not self.int8:
-            return BertScorer.for_model(self.model, dropout)
-        # Quantizing the weights costs ~0.15 s: keep the int8 scorer while no parameter changed
+            return BertScorer.for_model(self.model, dropout, dropout_layers=dropout_layers)
+        # Quantizing the weights costs ~0.2 s: keep the int8 scorer while no parameter changed
         # (an optimizer step or a loaded state dict bumps every tensor's version counter).
         key = tuple((id(p), p._version) for p in self.model.parameters())
-        if self._int8_scorers.get(dropout, (None,))[0] != key:
+        kind = (dropout, dropout_layers)
+        if self._int8_scorers.get(kind, (None,))[0] != key:
             kernels = int8_available()
-            scorer = BertScorer.for_model(self.model, dropout, int8=kernels)
+            scorer = BertScorer.for_model(self.model, dropout, int8=kernels, dropout_layers=dropout_layers)
             if not kernels:
                 _warn_once("model.precision is int8 but this torch build has no quantized CPU kernels: scoring in fp32")
             elif scorer is None:
                 _warn_once(f"model.precision int8 covers BERT-family encoders through the fast scorer; "
                            f"{type(self.model).__name__} scores in fp32 here")
-            self._int8_scorers[dropout] = (key, scorer)
-        return self._int8_scorers[dropout][1]
+            self._int8_scorers[kind] = (key, scorer)
+        return self._int8_scorers[kind][1]
 
     def _pad(self, enc, idx, lengths) -> dict:
         """One batch as right-padded tensors on the device (the tokenizer's own `pad` where its
@@ -217,13 +224,14 @@ class RelevanceModel:
             batch["token_type_ids"] = torch.from_numpy(types)
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def predict_proba(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False):
+    def predict_proba(self, queries, titles, texts, batch_size: int | None = None, dropout: bool = False,
+                      passes: int | None = None, dropout_layers: int | None = None):
         import numpy as np
 
-        z = self.logits(queries, titles, texts, batch_size, dropout)
-        z = z - z.max(axis=1, keepdims=True)
+        z = self.logits(queries, titles, texts, batch_size, dropout, passes, dropout_layers)
+        z = z - z.max(axis=-1, keepdims=True)
         e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return e / e.sum(axis=-1, keepdims=True)
 
     @staticmethod
     def expected_grade(proba):
@@ -234,7 +242,8 @@ class RelevanceModel:
     def score(self, queries, titles, texts, batch_size: int | None = None):
         return self.expected_grade(self.predict_proba(queries, titles, texts, batch_size))
 
-    def score_frame(self, df, batch_size: int | None = None, dropout: bool = False):
-        """Probabilities for a frame with query, doc_title, doc_text columns."""
+    def score_frame(self, df, batch_size: int | None = None, dropout: bool = False, passes: int | None = None,
+                    dropout_layers: int | None = None):
+        """Probabilities for a frame with query, doc_title, doc_text columns ((passes, n, 4) with `passes`)."""
         return self.predict_proba(df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist(), batch_size,
-                                  dropout)
+                                  dropout, passes, dropout_layers)

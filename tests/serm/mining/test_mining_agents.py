@@ -154,6 +154,9 @@ def test_disagreement_falls_back_to_mc_dropout_and_caps_the_committee():
     assert len(picks.index) == 3 and (picks.priority > 0).all(), "dropout passes differ from the clean one"
     assert not model.model.training, "dropout is switched off again"
     np.testing.assert_allclose(model.score_frame(pairs), proba, atol=1e-5)
+    assert picks.stats["sampled_layers"] == 1, "the default samples the last layer over a shared trunk"
+    every = Disagreement(mc_dropout_passes=3, max_share=0.4, top_share=0.25, mc_dropout_layers=None).select(ctx)
+    assert every.stats["sampled_layers"] == "all" and (every.priority > 0).all()
 
 
 # --------------------------------------------------------------------------- novelty

@@ -132,3 +132,107 @@ def test_int8_precision_stays_close_to_fp32_and_is_kept_until_the_weights_change
         fp32.model.bert.encoder.layer[0].intermediate.dense.weight.mul_(0.5)   # a quantized weight
     assert int8._scorer() is not first, "rebuilt after a weight changed"
     assert not np.allclose(int8.predict_proba(*args(pairs)), p8)
+
+
+def test_int8_keeps_an_outlier_input_channel_out_of_the_quantized_product():
+    """One input channel ~30x the others (BERT's massive activations) sets a per-batch
+    activation scale that flattens every other channel; computing that channel in fp32 keeps the
+    int8 product close to fp32's."""
+    import torch
+
+    from serm.model.fast_bert import _Int8Linear, int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no quantized CPU kernels")
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(64, 96, generator=gen) * 0.1, torch.randn(64, generator=gen) * 0.1
+    x = torch.randn(200, 96, generator=gen)
+    x[::7, 5] = 30.0                     # a few tokens carry a huge value in channel 5
+    exact = torch.nn.functional.linear(x, w, b)
+    plain = _Int8Linear(w, b)(x)
+    split = _Int8Linear(w, b, outliers=[5])(x.clone())
+    err_plain, err_split = (plain - exact).abs().mean(), (split - exact).abs().mean()
+    assert err_split < err_plain / 3, (float(err_split), float(err_plain))
+    kept = x.clone()
+    _Int8Linear(w, b, outliers=[5])(kept)
+    assert torch.equal(kept, x), "the caller's activations are left alone unless inplace"
+
+
+def test_the_calibrated_outlier_channels_are_the_ones_real_text_lights_up(model, pairs):
+    """`outlier_channels` calibrates on seeded random token ids; on real pairs, wherever one of
+    the feed-forward's input channels stands out, it is the one it found (a property of the
+    weights)."""
+    import torch
+
+    from serm.model.fast_bert import outlier_channels
+
+    found = outlier_channels(model.model, 1)
+    seen, hooks = {}, []
+    for i, layer in enumerate(model.model.bert.encoder.layer):
+        for kind, mod in (("inter", layer.intermediate.dense), ("out", layer.output.dense)):
+            hooks.append(mod.register_forward_hook(
+                lambda m, inp, out, key=(kind, i): seen.__setitem__(key, inp[0].reshape(-1, inp[0].shape[-1]))))
+    model.fast_path = False
+    try:
+        model.logits(*args(pairs))
+    finally:
+        model.fast_path = True
+        for h in hooks:
+            h.remove()
+    clear = 0
+    for key, x in seen.items():
+        peak = x.abs().amax(0)
+        if peak.max() >= 3 * peak.quantile(0.99):   # a channel that stands out (layers 0-3 here; 4-5 have none)
+            clear += 1
+            assert int(peak.argmax()) == int(found[key][0]), key
+    assert clear >= 4, "the packaged MiniLM has outlier channels in several layers"
+
+
+def test_last_layers_mc_dropout_runs_the_trunk_once_for_every_pass(model, pairs):
+    """`dropout_layers=1, passes=P`: P samples per pair from one run of the unsampled layers.
+    Repeatable under a seed, different across passes, noisier than none and less noisy than
+    sampling every layer; the (P, n, 4) stack matches P separate calls in distribution."""
+    import torch
+
+    queries, titles, texts = args(pairs.head(12))
+    torch.manual_seed(0)
+    one = model.logits(queries, titles, texts, dropout=True, passes=30, dropout_layers=1)
+    torch.manual_seed(0)
+    again = model.logits(queries, titles, texts, dropout=True, passes=30, dropout_layers=1)
+    np.testing.assert_array_equal(one, again)
+    assert one.shape == (30, 12, 4)
+    torch.manual_seed(1)
+    every = model.logits(queries, titles, texts, dropout=True, passes=30)
+    torch.manual_seed(2)
+    single = np.stack([model.logits(queries, titles, texts, dropout=True, dropout_layers=1) for _ in range(30)])
+    spread = lambda z: z.std(axis=0).mean()
+    assert 1e-3 < spread(one) < spread(every), (spread(one), spread(every))
+    assert abs(spread(single) / spread(one) - 1) < 0.25
+    se = np.sqrt(one.var(axis=0) / 30 + single.var(axis=0) / 30) + 1e-6
+    assert np.mean(np.abs(one.mean(axis=0) - single.mean(axis=0)) / se < 4) > 0.97
+
+
+def test_the_embedder_runs_the_fast_forward_and_int8_stays_close(pairs):
+    """`embed` (novelty, the embedding judge) runs the packaged MiniLM through the fast forward:
+    the same mean-pooled embeddings as the HF forward; with precision int8 each cosine to the
+    fp32 embedding stays above 0.99."""
+    import torch
+
+    from serm.annotation.embedding import _encoder, _fast_encoder, embed
+    from serm.model.fast_bert import int8_available
+
+    texts = pairs["query"].tolist() + pairs["doc_title"].tolist()
+    assert _fast_encoder("builtin:minilm-l6", False) is not None
+    fast = embed(texts, max_length=64)
+    tok, model = _encoder("builtin:minilm-l6")
+    with torch.inference_mode():
+        b = tok(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
+        h = model(**b).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).float()
+        ref = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(fast, ref, atol=2e-5)
+    if int8_available():
+        q8 = embed(texts, max_length=64, precision="int8")
+        cos = (q8 * fast).sum(axis=1)
+        assert not np.allclose(q8, fast, atol=1e-4), "int8 really ran"
+        assert cos.min() > 0.99, cos.min()
