@@ -77,13 +77,17 @@ def build_batch(policy, n_pairs: int):
     return pairs, events[["query_id", "doc_id", "position", "clicked"]], reference
 
 
-def mining_spec(policy, prefilter: bool):
-    """The default policy's mining section with every agent listed (defaults for the missing)."""
+def mining_spec(policy, prefilter: bool, precision: str = "fp32"):
+    """The default policy's mining section with every agent listed (defaults for the missing);
+    with int8, novelty's query embedder runs int8 too."""
     from serm.policy import MiningSpec
 
     raw = policy.mining.model_dump(mode="json", exclude_none=True)
     have = {a["name"] for a in raw["agents"]}
     raw["agents"] += [{"name": n} for n in ALL_AGENTS if n not in have]
+    for agent in raw["agents"]:
+        if agent["name"] == "novelty" and precision == "int8":
+            agent["precision"] = "int8"
     raw.pop("prefilter", None)
     if prefilter:
         raw["prefilter"] = {"agents": CHEAP, "explore_share": 0.05}
@@ -105,13 +109,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-length", type=int, default=64, help="cross-encoder tokens (policy default: 80)")
     ap.add_argument("--model", default="builtin:minilm-l6", help="a SERM model directory or builtin name")
     ap.add_argument("--policy", default=str(ROOT / "policies" / "default.yaml"))
+    ap.add_argument("--precision", choices=["fp32", "int8"], help="model.precision for every pass "
+                    "(default: the policy's)")
+    ap.add_argument("--sizes", help="comma-separated stream sizes: time the plain pass and mining with all agents "
+                    "at each (mining time against stream size, mining-scaling.json/png) instead of the 3-run table")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for mining.json + mining.png")
     args = ap.parse_args(argv)
 
     policy = load_policy(args.policy)
-    spec = policy.model.model_copy(update={"max_length": args.max_length})
+    spec = policy.model.model_copy(update={"max_length": args.max_length,
+                                           "precision": args.precision or policy.model.precision})
     set_seed(policy.seed)  # a fresh head: the same weights, so the same picks, every run
     model = RelevanceModel.load(args.model, spec, device="cpu")
+    if args.sizes:
+        return scaling(policy, model, [int(x) for x in args.sizes.split(",")], Path(args.out))
     t0 = time.perf_counter()
     pairs, events, reference = build_batch(policy, args.pairs)
     build_s = time.perf_counter() - t0
@@ -121,7 +132,8 @@ def main(argv=None) -> dict:
     embed(reference[:8])
     print(f"batch: {len(pairs)} pairs, {pairs.query_id.nunique()} queries, {pairs.locale.nunique()} locales "
           f"(built in {build_s:.0f}s); reference: {len(reference)} {policy.data.seed_locale} training queries; "
-          f"model {args.model}, max_length {spec.max_length}, passage {spec.passage} ({spec.window_words} words), "
+          f"model {args.model} ({spec.precision}), max_length {spec.max_length}, passage {spec.passage} "
+          f"({spec.window_words} words), "
           f"batch {spec.batch_size}, {torch.get_num_threads()} CPU threads", flush=True)
 
     runs = []
@@ -134,7 +146,7 @@ def main(argv=None) -> dict:
         ctx = MiningContext(pairs=pairs.copy(), events=events, reference_queries=reference,
                             models=ModelVersions(production=0, loaders={0: lambda: model}))
         t = time.perf_counter()
-        _, report = mine(ctx, mining_spec(policy, pre), round_no=1)
+        _, report = mine(ctx, mining_spec(policy, pre, spec.precision), round_no=1)
         secs = time.perf_counter() - t
         reports[name] = report
         runs.append({"run": name, "scored": report["forward_passes"]["production"],
@@ -179,11 +191,62 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"pairs": n, "queries": int(pairs.query_id.nunique()), "locales": int(pairs.locale.nunique()),
               "reference_queries": len(reference), "model": args.model, "max_length": spec.max_length,
+              "precision": spec.precision,
               "threads": torch.get_num_threads(), "runs": runs,
               "agent_stats": {k: v["agent_stats"] for k, v in reports.items()}}
     (out / "mining.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     plot(runs, out / "mining.png")
     print(f"\nwrote {out / 'mining.json'} and {out / 'mining.png'}")
+    return result
+
+
+def scaling(policy, model, sizes: list[int], out: Path) -> dict:
+    """Wall time of one plain pass and of mining with all agents against stream size."""
+    from serm.annotation.embedding import embed
+    from serm.mining.base import MiningContext, ModelVersions
+    from serm.mining.combine import mine
+
+    rows = []
+    for n in sizes:
+        pairs, events, reference = build_batch(policy, n)
+        model.score_frame(pairs.head(64))
+        embed(reference[:8])
+        t = time.perf_counter()
+        model.score_frame(pairs)
+        plain = time.perf_counter() - t
+        ctx = MiningContext(pairs=pairs.copy(), events=events, reference_queries=reference,
+                            models=ModelVersions(production=0, loaders={0: lambda: model}))
+        t = time.perf_counter()
+        _, report = mine(ctx, mining_spec(policy, False, model.spec.precision), round_no=1)
+        secs = time.perf_counter() - t
+        rows.append({"pairs": len(pairs), "plain_seconds": round(plain, 2), "mine_seconds": round(secs, 2),
+                     "cost_vs_plain": round(secs / plain, 3), "agent_seconds": report["agent_seconds"]})
+        print(f"{len(pairs):>7} pairs: plain {plain:7.1f}s, mine {secs:7.1f}s ({secs / plain:.2f}x); agents (s) "
+              f"{report['agent_seconds']}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"precision": model.spec.precision, "max_length": model.spec.max_length,
+              "threads": __import__("torch").get_num_threads(), "rows": rows}
+    (out / "mining-scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=100)
+    xs = [r["pairs"] for r in rows]
+    ax.plot(xs, [r["plain_seconds"] for r in rows], marker="o", label="one plain scoring pass")
+    ax.plot(xs, [r["mine_seconds"] for r in rows], marker="o", label="mining, all five agents")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("stream pairs")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"mining time vs stream size ({model.spec.precision}, {result['threads']} CPU threads)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "mining-scaling.png")
+    plt.close(fig)
+    print(f"wrote {out / 'mining-scaling.json'} and {out / 'mining-scaling.png'}")
     return result
 
 
