@@ -73,12 +73,9 @@ def load_pairs(path: Path | None, n: int, seed: int):
         df = load_judgments(path)
         source = str(path)
     else:
-        from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
-
         print(f"note: {homedepot_path()} is absent; using the packaged XQuAD (English questions, long paragraphs "
               f"truncated at max_length): pass --data for other pairs")
-        q = load_questions()
-        df = candidate_lists(q[q.locale == "en"], load_paragraphs(), 2, 4, seed=seed)
+        df = xquad_english(seed)
         source = "serm/data/xquad (en)"
     sizes = df.groupby("query_id", sort=False).size()
     sizes = sizes.sample(frac=1.0, random_state=seed)
@@ -348,7 +345,7 @@ def build_sides(args, ours, df, docs, work: Path, threads: int, families=None, b
     return sides, failed, built
 
 
-def time_sides(sides: dict, n: int, bs: int, repeats: int, warm: int = 256):
+def time_sides(sides: dict, n: int, bs: int, repeats: int):
     """Median pairs/s per side (warmed up, alternating order) and each side's last output."""
     speeds = {name: [] for name in sides}
     outputs = {}
@@ -367,13 +364,18 @@ def family(side: str) -> str:
     return side.split(" ")[0]
 
 
-def long_pairs(n: int, seed: int):
-    """English XQuAD question/paragraph pairs (paragraphs run 100-300 tokens), for the length
-    axis: short judged pairs never reach max_length 128 or 256."""
+def xquad_english(seed: int):
+    """The packaged XQuAD's English questions, each with 2 hard and 4 random negative paragraphs."""
     from serm.data.xquad import candidate_lists, load_paragraphs, load_questions
 
     q = load_questions()
-    df = candidate_lists(q[q.locale == "en"], load_paragraphs(), 2, 4, seed=seed)
+    return candidate_lists(q[q.locale == "en"], load_paragraphs(), 2, 4, seed=seed)
+
+
+def long_pairs(n: int, seed: int):
+    """English XQuAD question/paragraph pairs (paragraphs run 100-300 tokens), for the length
+    axis: short judged pairs never reach max_length 128 or 256."""
+    df = xquad_english(seed)
     return df.sample(min(n, len(df)), random_state=seed).reset_index(drop=True)
 
 

@@ -35,6 +35,7 @@ Home Depot pairs; tests/serm/model/test_scoring_equivalence.py bounds it).
 
 from __future__ import annotations
 
+import contextlib
 
 # Input channels kept in fp32 on the int8 path (see `_Int8Linear`), and the layers that do so:
 # the feed-forward's two linears, where the measured int8 error is (keeping the attention's
@@ -43,8 +44,6 @@ INT8_OUTLIERS = 1
 INT8_OUTLIER_LAYERS = ("inter", "out")
 # Sequences up to this many tokens take `_short_attention` instead of SDPA.
 SHORT_ATTENTION = 32
-# The quantized engine int8 weights are packed for; None picks `_best_engine()`.
-INT8_ENGINE = None
 
 
 def _has_hooks(net) -> bool:
@@ -53,6 +52,13 @@ def _has_hooks(net) -> bool:
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks or m.training for m in net.modules())
+
+
+def _plain_bert(net) -> bool:
+    """An encoder-only BERT with absolute positions and no hooks: what `BertScorer` computes."""
+    cfg = net.config
+    return (not cfg.is_decoder and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
+            and not _has_hooks(net))
 
 
 class _Linear:
@@ -88,7 +94,7 @@ class _Int8Linear:
             self.w_out = w[:, self.outliers].t().contiguous()
             w[:, self.outliers] = 0.0
         scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
-        with warnings.catch_warnings(), _quantized_engine(INT8_ENGINE or _best_engine()):
+        with warnings.catch_warnings(), _quantized_engine(_best_engine()):
             warnings.simplefilter("ignore")   # quantized tensor creation: deprecated for a later torch, present in 2.13
             qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(qw, bias.detach().float())
@@ -109,9 +115,9 @@ class _Int8Linear:
         return y.view(*shape[:-1], y.shape[-1])
 
 
-def outlier_channels(net, k: int) -> dict:
-    """The `k` input channels of largest magnitude of each encoder linear layer's input, per
-    layer, found by one fp32 pass over a fixed calibration batch: 32 rows of 48 token ids drawn
+def outlier_channels(net, k: int, kinds=("qkv", "att", "inter", "out")) -> dict:
+    """The `k` input channels of largest magnitude of the input of each encoder linear layer of
+    the given `kinds`, per layer, found by one fp32 pass over a fixed calibration batch: 32 rows of 48 token ids drawn
     from the vocabulary by a seeded generator, laid out as `[CLS] query [SEP] document [SEP]`.
     Deterministic for given weights; the outlier channels are a property of the weights (the
     same ones show up on Home Depot and XQuAD inputs), not of the text.
@@ -136,10 +142,9 @@ def outlier_channels(net, k: int) -> dict:
 
     bert = getattr(net, "bert", net)
     for i, layer in enumerate(bert.encoder.layer):
-        hooks += [layer.attention.self.query.register_forward_hook(record(("qkv", i))),
-                  layer.attention.output.dense.register_forward_hook(record(("att", i))),
-                  layer.intermediate.dense.register_forward_hook(record(("inter", i))),
-                  layer.output.dense.register_forward_hook(record(("out", i)))]
+        inputs_of = {"qkv": layer.attention.self.query, "att": layer.attention.output.dense,
+                     "inter": layer.intermediate.dense, "out": layer.output.dense}
+        hooks += [inputs_of[kind].register_forward_hook(record((kind, i))) for kind in kinds]
     try:
         with torch.inference_mode():
             bert(input_ids=ids.to(net.device), token_type_ids=types.to(net.device))
@@ -159,24 +164,18 @@ def _best_engine() -> str | None:
     return next((e for e in ("onednn", "x86", "fbgemm") if e in engines), None)
 
 
-class _quantized_engine:
-    """Set torch's quantized engine for the duration of a `with` block (prepacking), then restore it."""
+@contextlib.contextmanager
+def _quantized_engine(engine):
+    """torch's quantized engine set to `engine` for the block (prepacking), then restored."""
+    import torch
 
-    def __init__(self, engine):
-        self.engine = engine
-
-    def __enter__(self):
-        import torch
-
-        self.saved = torch.backends.quantized.engine
-        if self.engine:
-            torch.backends.quantized.engine = self.engine
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.backends.quantized.engine = self.saved
-
+    saved = torch.backends.quantized.engine
+    if engine:
+        torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = saved
 
 
 def int8_available() -> bool:
@@ -232,13 +231,12 @@ class BertScorer:
         self.heads = net.config.num_attention_heads
         self.hidden = net.config.hidden_size
         self.int8 = int8
-        outliers = outlier_channels(net, INT8_OUTLIERS) if int8 and INT8_OUTLIERS else {}
+        outliers = outlier_channels(net, INT8_OUTLIERS, INT8_OUTLIER_LAYERS) if int8 and INT8_OUTLIERS else {}
 
         def linear(kind, i, weight, bias):
             if not int8:
                 return _Linear(weight, bias)
-            keep = outliers.get((kind, i)) if kind in INT8_OUTLIER_LAYERS else None
-            return _Int8Linear(weight, bias, keep, inplace=kind == "out")
+            return _Int8Linear(weight, bias, outliers.get((kind, i)), inplace=kind == "out")
 
         h = self.hidden
         self.layers = []
@@ -269,12 +267,7 @@ class BertScorer:
             from transformers import BertForSequenceClassification
         except ImportError:  # pragma: no cover - transformers is a core dependency
             return None
-        cfg = net.config
-        if type(net) is not BertForSequenceClassification or net.bert.pooler is None:
-            return None
-        if cfg.is_decoder or getattr(cfg, "position_embedding_type", "absolute") != "absolute":
-            return None
-        if _has_hooks(net):
+        if type(net) is not BertForSequenceClassification or net.bert.pooler is None or not _plain_bert(net):
             return None
         return cls(net, dropout, int8, dropout_layers)
 
@@ -285,10 +278,7 @@ class BertScorer:
             from transformers import BertModel
         except ImportError:  # pragma: no cover - transformers is a core dependency
             return None
-        cfg = net.config
-        if type(net) is not BertModel or cfg.is_decoder or _has_hooks(net):
-            return None
-        if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+        if type(net) is not BertModel or not _plain_bert(net):
             return None
         return cls(net, int8=int8)
 
