@@ -305,7 +305,7 @@ def build_sides(args, ours, df, docs, work: Path, threads: int, families=None, b
     st_kwargs = {"apply_softmax": False, "show_progress_bar": False,
                  "processing_kwargs": {"text": {"truncation": "longest_first"}}}
     wanted = set(families if families is not None else
-                 (args.peers.split(",") if args.peers != "all" else {"onnxruntime", "openvino", "flashrank"})
+                 (set(args.peers.split(",")) if args.peers != "all" else {"onnxruntime", "openvino", "flashrank"})
                  | {"sentence-transformers"})
     for backend in ("torch", "onnx", "openvino") if "sentence-transformers" in wanted else ():
         name = f"sentence-transformers ({backend})"
