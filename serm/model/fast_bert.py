@@ -155,13 +155,17 @@ def outlier_channels(net, k: int, kinds=("qkv", "att", "inter", "out")) -> dict:
 
 
 def _best_engine() -> str | None:
-    """The quantized engine to pack weights for: oneDNN where the build has it (2.1-2.4x fbgemm's
-    speed on BERT's 384->1536 shape on an AVX-512 VNNI EPYC; same on 1536->384), else fbgemm/x86.
+    """The quantized engine to pack weights for: oneDNN on a CPU with VNNI (2.1-2.4x fbgemm's
+    speed on BERT's 384->1536 shape on an AVX-512 VNNI EPYC; same on 1536->384), else x86/fbgemm.
     Packed weights carry their engine, so the process-wide engine setting is left alone."""
     import torch
 
     engines = set(torch.backends.quantized.supported_engines)
-    return next((e for e in ("onednn", "x86", "fbgemm") if e in engines), None)
+    # oneDNN's u8s8 kernels without VNNI may saturate (torch's qconfig warns about it): there,
+    # fbgemm's kernels, which the x86 engine picks.
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
+    order = ("onednn", "x86", "fbgemm") if vnni else ("x86", "fbgemm")
+    return next((e for e in order if e in engines), None)
 
 
 @contextlib.contextmanager
@@ -226,7 +230,10 @@ class BertScorer:
         self.p_cls = (cfg.hidden_dropout_prob if cls_p is None else cls_p) if dropout else 0.0
         # Layers from this index on are sampled under dropout; 0 samples the embeddings too.
         n_layers = len(bert.encoder.layer)
-        self.sampled_from = n_layers if not dropout else max(0, n_layers - (dropout_layers or n_layers))
+        if dropout_layers is not None and dropout_layers < 1:
+            raise ValueError(f"dropout_layers must be at least 1 (None samples every layer), got {dropout_layers}")
+        sampled = n_layers if dropout_layers is None else min(dropout_layers, n_layers)
+        self.sampled_from = n_layers - sampled if dropout else n_layers
         self.emb = bert.embeddings
         self.heads = net.config.num_attention_heads
         self.hidden = net.config.hidden_size

@@ -236,3 +236,9 @@ def test_the_embedder_runs_the_fast_forward_and_int8_stays_close(pairs):
         cos = (q8 * fast).sum(axis=1)
         assert not np.allclose(q8, fast, atol=1e-4), "int8 really ran"
         assert cos.min() > 0.99, cos.min()
+
+
+def test_dropout_layers_below_one_is_refused(model):
+    """`dropout_layers=0` would read as "every layer" if taken loosely: it is an error instead."""
+    with pytest.raises(ValueError, match="dropout_layers must be at least 1"):
+        BertScorer(model.model, dropout=True, dropout_layers=0)
