@@ -158,7 +158,9 @@ def homedepot_world(path: Path, policy, sizes: dict, rounds: int) -> World:
 def clone(model):
     from serm.model.cross_encoder import RelevanceModel
 
-    return RelevanceModel(copy.deepcopy(model.model), model.tokenizer, model.spec, model.device)
+    out = RelevanceModel(copy.deepcopy(model.model), model.tokenizer, model.spec, model.device)
+    out.lexical = copy.deepcopy(model.lexical)   # the lexical head is part of the model
+    return out
 
 
 def pair_features(events):

@@ -67,18 +67,37 @@ def cmd_evaluate(args) -> int:
         from serm import progress
 
         with progress.stage("evaluate"):
-            result = evaluate(model, judgments, ks)
+            proba = model.score_frame(judgments)
+            result = evaluate(model, judgments, ks, proba=proba)
         seconds = round(time.perf_counter() - t0, 1)
     print(f"model {src.describe()} on {args.data}: {len(judgments)} pairs scored in {seconds}s on {model.device}")
     print(metrics_table(result, ks))
+    versus = _baselines_versus(judgments, model.expected_grade(proba), ks[0]) if args.baselines else None
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         report = {"model": src.ref, "version": src.version, "data": str(args.data), **result["overall"],
-                  "per_locale": result["per_locale"], "seconds": seconds, "device": model.device}
+                  "per_locale": result["per_locale"], "seconds": seconds, "device": model.device,
+                  **({"baselines": versus} if versus is not None else {})}
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
+
+
+def _baselines_versus(judgments, scores, k: int) -> dict:
+    """BM25 and the bi-encoder on the same judgments (IDF over the file's own documents), each
+    against the model by per-query NDCG@k: paired randomization test and bootstrap CI."""
+    from serm.baselines import SCORERS
+    from serm.stats import compare_rankings
+
+    model = judgments.assign(score=scores)
+    out = {}
+    print(f"the model against reference rankers on the same candidates (ndcg@{k}, paired over queries):")
+    for name, scorer in SCORERS.items():
+        c = compare_rankings(model, judgments.assign(score=scorer(judgments)), k)
+        out[name] = {f"ndcg@{k}": round(c.mean_b, 4), "model_minus_baseline": c.to_dict()}
+        print(f"  {name:<11} ndcg@{k} {c.mean_b:.4f}; model - {name}: {c.describe()}")
+    return out
 
 
 def cmd_score(args) -> int:
@@ -665,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "query_id, query, doc_id, doc_title, doc_text, grade (0-3), locale")
     sp.add_argument("--json", metavar="OUT", help="also write the metrics as JSON to OUT")
     sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the policy's training.device")
+    sp.add_argument("--baselines", action="store_true", help="also rank the same candidates with BM25 and the "
+                    "off-the-shelf MiniLM bi-encoder, and test the model against each (paired over queries)")
     ws_args(sp, wait=False)
     sp.set_defaults(fn=cmd_evaluate)
     sp = sub.add_parser("score", help="score (query, document) pairs with a model: grade probabilities, grade, "

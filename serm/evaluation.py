@@ -1,5 +1,6 @@
 """Ranking and classification metrics: NDCG@k with graded gains (2^g − 1, log2 discount),
-accuracy and macro-F1 over grades, overall and per locale.
+accuracy and macro-F1 over grades, expected calibration error of the grade probabilities,
+overall and per locale.
 
 Queries with fewer than 2 candidates or no relevant candidate are excluded from NDCG and
 counted in `excluded_queries`."""
@@ -52,8 +53,33 @@ def ranking_metrics(df, ks=(4, 10)) -> dict:
     return out
 
 
-def metrics(df, ks=(4, 10)) -> dict:
-    """`df` has query_id, grade, score (expected grade), pred (argmax grade), locale."""
+def expected_calibration_error(proba, grades, bins: int = 10) -> float:
+    """ECE of the most probable grade: Σ_b (n_b / n) |accuracy_b − confidence_b| over `bins`
+    equal-width confidence bins. 0 is perfectly calibrated; a model that says 90% and is right
+    60% of the time scores 0.3.
+
+    >>> round(expected_calibration_error([[0.1, 0.9, 0, 0]] * 10, [1] * 6 + [0] * 4), 3)
+    0.3
+    """
+    import numpy as np
+
+    proba = np.asarray(proba, dtype=np.float64)
+    grades = np.asarray(grades)
+    if not len(proba):
+        return float("nan")
+    conf, pred = proba.max(axis=1), proba.argmax(axis=1)
+    right = (pred == grades).astype(np.float64)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        m = which == b
+        total += m.sum() * abs(right[m].mean() - conf[m].mean())
+    return float(total / len(proba))
+
+
+def metrics(df, ks=(4, 10), proba=None) -> dict:
+    """`df` has query_id, grade, score (expected grade), pred (argmax grade), locale; `proba`
+    (one row of P(grade) per row of `df`) adds the expected calibration error `ece`."""
     import numpy as np
 
     out: dict = {"pairs": int(len(df)), **ranking_metrics(df, ks)}
@@ -66,6 +92,8 @@ def metrics(df, ks=(4, 10)) -> dict:
         rec = tp / max(1, (y == c).sum())
         f1s.append(0.0 if tp == 0 else 2 * prec * rec / (prec + rec))
     out["macro_f1"] = round(float(np.mean(f1s)), 4) if f1s else None
+    if proba is not None:
+        out["ece"] = round(expected_calibration_error(proba, y), 4) if len(df) else None
     return out
 
 
@@ -80,16 +108,16 @@ def evaluate(model, judgments, ks=(4, 10), proba=None) -> dict:
     proba = np.asarray(model.score_frame(df) if proba is None else proba, dtype=np.float32)
     df["score"] = RelevanceModel.expected_grade(proba)
     df["pred"] = proba.argmax(axis=1)
-    result = {"overall": metrics(df, ks), "per_locale": {}}
-    for loc, g in df.groupby("locale"):
-        result["per_locale"][loc] = metrics(g, ks)
+    result = {"overall": metrics(df, ks, proba), "per_locale": {}}
+    for loc, idx in df.groupby("locale").indices.items():
+        result["per_locale"][loc] = metrics(df.iloc[idx], ks, proba[idx])
     return result
 
 
 def metrics_table(result: dict, ks=(4, 10)) -> str:
     """`evaluate`'s result as a text table: one row overall, one per locale."""
-    cols = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "queries", "pairs", "excluded_queries"]
-    heads = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "queries", "pairs", "excluded"]
+    cols = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "ece", "queries", "pairs", "excluded_queries"]
+    heads = [*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "ece", "queries", "pairs", "excluded"]
     rows = [("overall", result["overall"])] + sorted(result["per_locale"].items())
     width = max(8, *(len(name) for name, _ in rows))
 

@@ -40,8 +40,9 @@ class ExportCheck:
                 f"Spearman of scores {self.spearman:.6f}")
 
 
-def preprocessing(spec) -> dict:
-    """What a serving stack must do before and after the network, written down."""
+def preprocessing(spec, lexical=None) -> dict:
+    """What a serving stack must do before and after the network, written down (`lexical`: the
+    model's lexical head, whose offset is added to the network's logits)."""
     return {
         "format": "serm-cross-encoder/1",
         "inputs": "tokenizer(query, document) as a text pair",
@@ -55,6 +56,10 @@ def preprocessing(spec) -> dict:
         "max_length": spec.max_length,
         "truncation": "longest_first",
         "outputs": "logits over grades 0, 1, 2, 3",
+        "lexical_head": None if lexical is None else lexical.to_dict(),
+        "lexical_rule": None if lexical is None else (
+            "logits += weight @ lexical_features(query, title, text, features) + bias, over the whole document "
+            "(serm_preprocess.lexical_features), before the softmax"),
         "score": "expected grade: sum_g g * softmax(logits)_g, in [0, 3]; rank by it, highest first",
         "grades": {"0": "not relevant", "1": "related, does not answer", "2": "partly answers",
                    "3": "dedicated, answers exactly"},
@@ -77,7 +82,7 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
     lineage = _read_json(Path(source_dir) / schema.MODEL_LINEAGE) if source_dir else {}
     metrics = _read_json(Path(source_dir) / schema.MODEL_METRICS) if source_dir else {}
     model.save(tmp, metrics=metrics or None, lineage=lineage or None)
-    atomic_write_json(tmp / PREPROCESSING_FILE, preprocessing(model.spec))
+    atomic_write_json(tmp / PREPROCESSING_FILE, preprocessing(model.spec, model.lexical))
     from serm.model import passages
 
     shutil.copyfile(passages.__file__, tmp / "serm_preprocess.py")   # stdlib only: the one implementation
@@ -95,7 +100,7 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
                             "nothing was written")
         report["check"] = {"pairs": check.pairs, "max_abs_delta": check.max_abs_delta, "spearman": check.spearman}
     atomic_write_text(tmp / "README.md", model_card(model.spec, ref, version, lineage, metrics, fmt,
-                                                   report.get("check")))
+                                                   report.get("check"), lexical=model.lexical is not None))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -173,7 +178,8 @@ def check_onnx(model, directory: Path, pairs) -> ExportCheck:
     return ExportCheck(len(pairs), delta, rho)
 
 
-def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict, fmt: str, check: dict | None) -> str:
+def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict, fmt: str, check: dict | None,
+               lexical: bool = False) -> str:
     name = f"v{version}" if version is not None else ref
     lines = [f"# SERM relevance model {name}", "",
              "A cross-encoder that grades a (query, document) pair 0-3 (0 not relevant ... 3 dedicated and answers "
@@ -190,6 +196,18 @@ def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict
              "doc = document(query, title, text, window_words=%d, passage=%r)" % (spec.window_words, spec.passage),
              "p = model.predict([(query, doc)], apply_softmax=True)   # (n, 4) grade probabilities",
              "score = p @ [0, 1, 2, 3]                                 # expected grade", "```", ""]
+    if lexical:
+        lines[-2:-1] = [
+            "```", "",
+            "This model has a lexical head: add its offset to the network's logits before the softmax "
+            "(`score_onnx.py` does):", "", "```python",
+            "import json, numpy as np",
+            "from serm_preprocess import lexical_features",
+            f"head = json.load(open('{PREPROCESSING_FILE}'))['lexical_head']",
+            "logits = model.predict([(query, doc)])                    # (n, 4) logits of the network",
+            "logits = logits + np.array(head['weight']) @ lexical_features(query, title, text, head['features']) "
+            "+ head['bias']",
+            "p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)", "```"]
     if fmt == "onnx":
         lines += ["With only numpy, tokenizers and onnxruntime:", "", "```python",
                   "from score_onnx import OnnxReranker",

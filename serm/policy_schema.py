@@ -447,6 +447,11 @@ class ModelSpec(_Strict):
         "fp32's pairs/s on 2 cores; on 5,003 Home Depot pairs Spearman 0.997 to fp32's grades, NDCG@4 change "
         "-0.0021 and -0.0001 in two runs, both inside the noise; a pair's score depends slightly on the batch it is in); training is always fp32, and a GPU "
         "scores in bf16")
+    lexical_features: list[Literal["term_coverage", "weighted_term_coverage", "char3_coverage"]] = Field(
+        default_factory=lambda: ["term_coverage", "weighted_term_coverage", "char3_coverage"],
+        description="corpus-free lexical features of the whole document (query word and character-trigram "
+        "coverage) fused into the grade logits by a learned head (serm.model.lexical); [] = the network alone. "
+        "A model saved with a head keeps it")
 
 
 class UnclickedNegativesSpec(_Strict):
@@ -487,6 +492,12 @@ class PromotionSpec(_Strict):
     max_static_regression: float = Field(0.01, ge=0.0, le=1.0)
     min_test_queries: int = Field(20, ge=1, description="promote only when every test set has this many "
                                   "queries: never promote on noise")
+    max_accuracy_regression: float | None = Field(
+        0.02, ge=0.0, le=1.0, description="keep production when the candidate's grade accuracy falls by more than "
+        "this on any test set (null: not guarded); ranking can improve while grades collapse")
+    max_macro_f1_regression: float | None = Field(
+        0.02, ge=0.0, le=1.0, description="the same guard for macro-F1 over grades, on every test set (null: not "
+        "guarded)")
 
 
 # GTO's registration tag, `NAME@vMAJOR.MINOR.PATCH`: SERM's version n is GTO's vn.0.0.

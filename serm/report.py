@@ -48,6 +48,9 @@ def summary_lines(rdir: Path) -> list[str]:
                 p, c = rm.production.get(split, m), rm.candidate.get(split, m)
                 lines.append(f"              {split:<9} {m:<9} {p!s:<11} {c!s}"
                              + (f"   ({rm.candidate.locale(split)})" if m == "ndcg@4" else ""))
+        for name, b in rm.baselines.items():
+            lines.append(f"  baseline    {name:<10} " + ", ".join(
+                f"{split} ndcg@4 {b.get(split, 'ndcg@4')}" for split in TEST_SETS))
     lines.append(f"  decision    {'PROMOTED ' + str(man.tag) if man.promoted else 'not promoted'}"
                  f" — {man.reason or ''}")
     secs = man.seconds()
@@ -188,9 +191,13 @@ def _metrics_section(rdir: Path, met: dict, man: RoundManifest) -> str:
             p, c = rm.production.get(split, m), rm.candidate.get(split, m)
             delta = c - p if isinstance(p, (int, float)) and isinstance(c, (int, float)) else None
             rows.append([f"{split} ({rm.candidate.locale(split)})", m, p, c, delta])
+    base = [[name, f"{split} ({rm.candidate.locale(split)})", m, b.get(split, m), rm.candidate.get(split, m)]
+            for name, b in rm.baselines.items() for split in TEST_SETS for m in METRICS if b.get(split, m) is not None]
     verdict = f"promoted {man.tag}" if man.promoted else "not promoted"
     return (f"<p>{_link(rdir, S.METRICS.name)}</p>"
             + _table(["test set", "metric", "production", "candidate", "candidate - production"], rows)
+            + ("<p>Reference rankers on the same candidates (ranking only; they give no grades):</p>"
+               + _table(["baseline", "test set", "metric", "baseline", "candidate"], base) if base else "")
             + f"<p><b>Decision:</b> {html.escape(verdict)} — {html.escape(str(man.reason or ''))}</p>")
 
 

@@ -358,11 +358,14 @@ class RoundRunner:
             hits, misses = cache.hits - before[0], cache.misses - before[1]
             self.log(f"[evaluate] {who}: {misses} pair(s) scored, {hits} from the score cache")
         cand, prod = out["candidate"], out["production"]
-        metrics = RoundMetrics(cand, prod).to_dict()
+        baselines = stages.baselines(sets, self.documents(), ks, p.promotion.metric, locales)
+        metrics = RoundMetrics(cand, prod, baselines).to_dict()
         atomic_write_json(self.layout.staged(schema.METRICS), metrics)
         m = p.promotion.metric
         self.log(f"[evaluate] {m}: static {prod.get('static', m)} -> {cand.get('static', m)}, "
                  f"evolving ({locale}) {prod.get('evolving', m)} -> {cand.get('evolving', m)}")
+        self.log(f"[evaluate] baselines {m}: " + "; ".join(
+            f"{name} static {b.get('static', m)}, evolving {b.get('evolving', m)}" for name, b in baselines.items()))
         return metrics
 
     # ------------------------------------------------------------------ promote / keep

@@ -86,7 +86,7 @@ def trainable(labels):
 # --------------------------------------------------------------------------- metrics
 STATIC, EVOLVING = "static", "evolving"
 TEST_SETS = (STATIC, EVOLVING)
-METRIC_NAMES = ("ndcg@4", "ndcg@10", "accuracy", "macro_f1")
+METRIC_NAMES = ("ndcg@4", "ndcg@10", "accuracy", "macro_f1", "ece")
 
 
 @dataclass(frozen=True)
@@ -126,18 +126,24 @@ class Metrics:
 
 @dataclass(frozen=True)
 class RoundMetrics:
-    """The candidate's and production's metrics on the same test sets (a round's metrics.json)."""
+    """The candidate's and production's metrics on the same test sets (a round's metrics.json),
+    and the reference rankers' (`serm.baselines`: BM25, the off-the-shelf bi-encoder) beside them."""
 
     candidate: Metrics
     production: Metrics
+    baselines: Mapping[str, Metrics] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping, primary_metric: str = "ndcg@4") -> "RoundMetrics":
         return cls(Metrics.from_dict(d.get("candidate"), primary_metric),
-                   Metrics.from_dict(d.get("production"), primary_metric))
+                   Metrics.from_dict(d.get("production"), primary_metric),
+                   {k: Metrics.from_dict(v, primary_metric) for k, v in (d.get("baselines") or {}).items()})
 
     def to_dict(self) -> dict:
-        return {"candidate": self.candidate.to_dict(), "production": self.production.to_dict()}
+        out = {"candidate": self.candidate.to_dict(), "production": self.production.to_dict()}
+        if self.baselines:
+            out["baselines"] = {k: v.to_dict() for k, v in self.baselines.items()}
+        return out
 
 
 # --------------------------------------------------------------------------- stages and files

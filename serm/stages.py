@@ -14,6 +14,7 @@ in `serm bench`.
     replay     new + earlier labels, replay ratio           training examples
     train      examples, model, policy.training             TrainResult (the model trained in place)
     evaluate   model, named test sets, ks                   Metrics (flat per test set)
+    baselines  named test sets, documents, ks               {bm25, bi_encoder: Metrics}
     decide     RoundMetrics, policy.promotion               Decision
 """
 
@@ -246,6 +247,15 @@ def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: di
     return Metrics(out, primary_metric)
 
 
+def baselines(tests: dict, documents, ks, primary_metric: str = "ndcg@4", locales: dict | None = None) -> dict:
+    """`{name: Metrics}` of the reference rankers (`serm.baselines`: BM25, the bi-encoder) on the
+    same test sets: ranking metrics only (they give no grades)."""
+    from serm.baselines import baseline_metrics
+
+    return {name: Metrics(sets, primary_metric)
+            for name, sets in baseline_metrics(tests, documents, ks, locales).items()}
+
+
 def round_tests(tests, static_group: str, evolving_group: str) -> tuple[dict, dict]:
     """A round's test sets from a simulated world's fixed test judgments: static = the seed
     group, evolving = the newest batch's group (a locale, or a shift column's value). Returns
@@ -268,8 +278,9 @@ class Decision:
 
 def decide(metrics: RoundMetrics, spec) -> Decision:
     """Promote when every test set has at least `min_test_queries` queries, the candidate gains
-    at least `min_gain` of the primary metric on the evolving test and loses at most
-    `max_static_regression` on the static test."""
+    at least `min_gain` of the primary metric on the evolving test, loses at most
+    `max_static_regression` on the static test, and its grades hold: accuracy and macro-F1 fall
+    by at most `max_accuracy_regression` / `max_macro_f1_regression` on every test set."""
     m = spec.metric
     cand, prod = metrics.candidate, metrics.production
     for name in schema.TEST_SETS:
@@ -284,4 +295,13 @@ def decide(metrics: RoundMetrics, spec) -> Decision:
         return Decision(False, f"evolving {m} gain {gain:+.4f} < min_gain {spec.min_gain}")
     if static_drop > spec.max_static_regression:
         return Decision(False, f"static {m} fell {static_drop:.4f} > max_static_regression {spec.max_static_regression}")
+    for metric, limit, field in (("accuracy", spec.max_accuracy_regression, "max_accuracy_regression"),
+                                 ("macro_f1", spec.max_macro_f1_regression, "max_macro_f1_regression")):
+        for name in schema.TEST_SETS:
+            before, after = prod.get(name, metric), cand.get(name, metric)
+            if limit is None or before is None or after is None or before - after <= limit:
+                continue
+            where = f" ({cand.locale(name)})" if cand.locale(name) else ""
+            return Decision(False, f"{name}{where} {metric} fell {before - after:.4f} ({before} -> {after}) "
+                                   f"> {field} {limit}: the candidate's grades regress")
     return Decision(True, f"evolving {m} {gain:+.4f} (>= {spec.min_gain}), static change {-static_drop:+.4f}")

@@ -15,7 +15,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serm_preprocess import document  # noqa: E402  (serm.model.passages, copied)
+from serm_preprocess import document, lexical_features  # noqa: E402  (serm.model.passages, copied)
 
 
 class OnnxReranker:
@@ -35,6 +35,7 @@ class OnnxReranker:
             options.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.lexical = self.pre.get("lexical_head")   # added to the graph's logits where the model has one
 
     def predict_proba(self, queries, texts, titles=None, batch_size=32):
         """(n, 4) grade probabilities; pairs are length-sorted into batches padded to their longest."""
@@ -58,6 +59,11 @@ class OnnxReranker:
                     if name in feed:
                         feed[name][row, :n] = values
             logits = self.session.run(["logits"], feed)[0]
+            if self.lexical:
+                feats = np.array([lexical_features(queries[i], titles[i], texts[i], self.lexical["features"])
+                                  for i in idx], dtype=np.float32).reshape(len(idx), -1)
+                logits = logits + feats @ np.array(self.lexical["weight"], dtype=np.float32).T \
+                    + np.array(self.lexical["bias"], dtype=np.float32)
             z = logits - logits.max(axis=1, keepdims=True)
             p = np.exp(z)
             out[idx] = p / p.sum(axis=1, keepdims=True)

@@ -64,6 +64,8 @@ class RelevanceModel:
         self.device = device
         self._compiled_forward = None
         self._int8_scorers: dict = {}
+        # Lexical evidence fused into the logits (`serm.model.lexical`); None: the network alone.
+        self.lexical = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -85,7 +87,15 @@ class RelevanceModel:
             raise DataError(f"model {path_or_id!r} has {model.config.num_labels} labels; SERM needs {GRADES}")
         device = pick_device(device)
         model.to(device).eval()
-        return cls(model, tokenizer, spec, device)
+        out = cls(model, tokenizer, spec, device)
+        from serm.model.lexical import LexicalHead
+
+        # A saved head is part of the model (it scores as it was trained); a model without one
+        # gets a fresh, unfitted head (a zero offset until training fits it) when the spec asks.
+        saved = LexicalHead.load(source) if Path(source).is_dir() else None
+        wanted = tuple(getattr(spec, "lexical_features", ()) or ())
+        out.lexical = saved if saved is not None else (LexicalHead.fresh(wanted) if wanted else None)
+        return out
 
     def save(self, out_dir: Path, metrics: dict | None = None, lineage: dict | None = None) -> Path:
         out_dir = Path(out_dir)
@@ -94,6 +104,8 @@ class RelevanceModel:
         self.model.config.label2id = {f"grade_{i}": i for i in range(GRADES)}
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
+        if self.lexical is not None:
+            self.lexical.save(out_dir)
         atomic_write_text(out_dir / schema.MODEL_SPEC, json.dumps(self.spec.model_dump(mode="json"), indent=2))
         if metrics is not None:
             atomic_write_text(out_dir / schema.MODEL_METRICS, json.dumps(metrics, indent=2, sort_keys=True))
@@ -122,7 +134,7 @@ class RelevanceModel:
         dropout active (Monte Carlo dropout; seed torch's RNG for repeatable passes): `passes`
         samples per pair, and on the fast path `dropout_layers=N` samples only the last N encoder
         layers and the classifier, the layers below running once per batch for all passes (the
-        HF forward samples every layer).
+        HF forward samples every layer). A lexical head adds its offset to every pass.
         """
         import numpy as np
         import torch
@@ -162,6 +174,8 @@ class RelevanceModel:
                     bar.update(len(idx))
         finally:
             self.model.eval()
+        if self.lexical is not None:
+            out += self.lexical.logits(self.lexical.matrix(queries, titles, texts))
         return out
 
     def _compiled(self):

@@ -4,6 +4,12 @@ XQuAD paragraphs run ~200 tokens; a 128-token cross-encoder that reads only the 
 paragraph cannot see an answer in its second half. `best_window` feeds the window of
 `window_words` words with the most query-term overlap (a query-biased snippet) instead.
 
+`lexical_features` are the pair's corpus-free lexical evidence over the whole document (not only
+the window the network reads): how much of the query occurs in it, as words and as character
+trigrams (which need no word boundaries: Chinese and Thai have none). They need no corpus
+statistics, so they mean the same in a language no training pair was in; the relevance model's
+lexical head learns how much to trust them (`serm.model.lexical`).
+
 This file needs nothing but the standard library: `serm export` copies it next to an exported
 model as `serm_preprocess.py`, so a serving stack prepares documents exactly as training did.
 
@@ -13,9 +19,14 @@ model as `serm_preprocess.py`, so a serving stack prepares documents exactly as 
 
 from __future__ import annotations
 
+import math
 import re
+from functools import lru_cache
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_SPACE = re.compile(r"\s+", re.UNICODE)
+#: Names of `lexical_features`, in the order a model's lexical head stores its weights.
+LEXICAL_FEATURES = ("term_coverage", "weighted_term_coverage", "char3_coverage")
 
 
 def tokens(text: str) -> list[str]:
@@ -49,3 +60,38 @@ def document(query: str, title: str, text: str, window_words: int, passage: str 
 def model_inputs(queries, titles, texts, passage: str, window_words: int) -> list[str]:
     """Document side of each pair."""
     return [document(q, title, text, window_words, passage) for q, title, text in zip(queries, titles, texts)]
+
+
+@lru_cache(maxsize=1 << 14)
+def _profile(text: str) -> tuple[frozenset, frozenset]:
+    """Distinct lower-cased \\w+ tokens and character trigrams of a text (cached: a document
+    appears in many pairs)."""
+    low = _SPACE.sub(" ", text.lower()).strip()
+    return frozenset(_TOKEN.findall(low)), frozenset(low[i:i + 3] for i in range(len(low) - 2))
+
+
+def lexical_features(query: str, title: str, text: str, names=LEXICAL_FEATURES) -> list[float]:
+    """The named features of one pair, each in [0, 1]; the document is `title text`.
+
+    - term_coverage: share of the query's distinct words found in the document;
+    - weighted_term_coverage: the same, each word weighted by log(1 + its length) (short words
+      are the frequent ones in most languages: a corpus-free stand-in for IDF);
+    - char3_coverage: share of the query's distinct character trigrams found in the document.
+
+    >>> [round(f, 3) for f in lexical_features("who won", "", "The Broncos won.")]
+    [0.5, 0.5, 0.4]
+    """
+    q_words, q_grams = _profile(query or "")
+    d_words, d_grams = _profile(f"{(title or '').replace('_', ' ')} {text or ''}")
+    out = []
+    for name in names:
+        if name == "term_coverage":
+            out.append(len(q_words & d_words) / len(q_words) if q_words else 0.0)
+        elif name == "weighted_term_coverage":
+            total = sum(math.log1p(len(w)) for w in q_words)
+            out.append(sum(math.log1p(len(w)) for w in q_words & d_words) / total if total else 0.0)
+        elif name == "char3_coverage":
+            out.append(len(q_grams & d_grams) / len(q_grams) if q_grams else 0.0)
+        else:
+            raise ValueError(f"unknown lexical feature {name!r}; known: {', '.join(LEXICAL_FEATURES)}")
+    return out

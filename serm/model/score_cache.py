@@ -20,8 +20,9 @@ from serm import schema
 from serm.files import write_parquet
 
 KEEP_MODELS = 4
-SCORER_VERSION = 2   # bump when SERM changes how a pair becomes model input (passages, truncation) or
-                     # how it is scored (2: int8 keeps the feed-forward outlier channels in fp32)
+SCORER_VERSION = 3   # bump when SERM changes how a pair becomes model input (passages, truncation) or
+                     # how it is scored (2: int8 keeps the feed-forward outlier channels in fp32; 3: the
+                     # lexical head's offset)
 _SKIP = frozenset({schema.MODEL_LINEAGE, schema.MODEL_METRICS})
 _SCORING_FIELDS = ("base_model", "max_length", "window_words", "passage", "precision")
 

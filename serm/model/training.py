@@ -1,6 +1,7 @@
 """Fine-tuning the relevance model: class-weighted cross-entropy over 4 grades, a validation
 split with early stopping (the best epoch is kept), gradient accumulation, deterministic seeds,
-bf16 autocast on GPU."""
+bf16 autocast on GPU. A lexical head (`serm.model.lexical`) is fitted on the features first
+when it is fresh, then trained with the network at its own learning rate."""
 
 from __future__ import annotations
 
@@ -86,10 +87,29 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
         weights = torch.tensor(w, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
 
+    head, head_params = model.lexical, []
+    if head is not None:
+        from serm.model.lexical import JOINT_LR
+
+        feats = head.matrix(examples["query"].tolist(), examples["doc_title"].tolist(), examples["doc_text"].tolist())
+        if not head.fitted:
+            head.prefit(feats[tr_idx], grades[tr_idx], None if weights is None else weights.cpu().numpy())
+            log(f"  lexical head fitted on {len(tr_idx)} pairs ({', '.join(head.features)})")
+        head_w = torch.nn.Parameter(torch.tensor(head.weight, device=device))
+        head_b = torch.nn.Parameter(torch.tensor(head.bias, device=device))
+        head_params = [head_w, head_b]
+        feats_t = torch.as_tensor(feats, device=device)
+
+    def offset(idx):
+        return feats_t[torch.as_tensor(idx, device=device)] @ head_w.T + head_b if head is not None else 0.0
+
     bs = spec.batch_size
     steps_per_epoch = max(1, -(-len(tr_idx) // (bs * spec.grad_accumulation)))
     total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW(model.model.parameters(), lr=spec.lr, weight_decay=0.01)
+    groups = [{"params": list(model.model.parameters())}]
+    if head_params:
+        groups.append({"params": head_params, "lr": JOINT_LR, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=0.01)
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / max(1, total - warmup)))
@@ -108,14 +128,14 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
                 b, y = batch_of(part)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                     logits = model.model(**b).logits
-                tot += float(loss_fn(logits.float(), y)) * len(part)
+                tot += float(loss_fn(logits.float() + offset(part), y)) * len(part)
                 n += len(part)
         return tot / max(1, n)
 
     from serm.progress import Progress
 
     result = TrainResult(epochs_run=0, best_epoch=0, pairs=len(tr_idx), device=device)
-    best_state, best_val = None, float("inf")
+    best_state, best_val, best_head = None, float("inf"), None
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.model.train()
@@ -124,15 +144,18 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
         opt.zero_grad()
         bar = Progress(len(perm), f"training epoch {epoch}/{epochs}", "pairs")
         for step, s in enumerate(range(0, len(perm), bs)):
-            b, y = batch_of(perm[s:s + bs])
+            part = perm[s:s + bs]
+            b, y = batch_of(part)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model.model(**b).logits
-            loss = loss_fn(logits.float(), y) / spec.grad_accumulation
+            loss = loss_fn(logits.float() + offset(part), y) / spec.grad_accumulation
             loss.backward()
             running += float(loss.detach()) * spec.grad_accumulation * len(y)
             seen += len(y)
             if (step + 1) % spec.grad_accumulation == 0 or s + bs >= len(perm):
                 torch.nn.utils.clip_grad_norm_(model.model.parameters(), 1.0)
+                if head_params:
+                    torch.nn.utils.clip_grad_norm_(head_params, 1.0)
                 opt.step()
                 sched.step()
                 opt.zero_grad()
@@ -146,12 +169,16 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
             if val < best_val:
                 best_val, result.best_epoch = val, epoch
                 best_state = copy.deepcopy(model.model.state_dict())
+                best_head = [p.detach().cpu().numpy().copy() for p in head_params]
             log(f"  epoch {epoch}/{epochs}: train loss {result.train_loss[-1]:.4f}, val loss {val:.4f}")
         else:
             result.best_epoch = epoch
             log(f"  epoch {epoch}/{epochs}: train loss {result.train_loss[-1]:.4f}")
     if best_state is not None:
         model.model.load_state_dict(best_state)
+    if head is not None:
+        kept = best_head if best_head is not None else [p.detach().cpu().numpy() for p in head_params]
+        head.weight, head.bias = kept[0].astype("float32"), kept[1].astype("float32")
     model.model.eval()
     result.seconds = round(time.perf_counter() - t0, 1)
     return result

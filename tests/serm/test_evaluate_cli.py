@@ -22,7 +22,7 @@ from serm.policy import ModelSpec
 
 SPEC = ModelSpec(max_length=48, window_words=24, batch_size=16)
 HOMEDEPOT = homedepot_path()
-KEYS = {"ndcg@4", "ndcg@10", "accuracy", "macro_f1", "queries", "pairs", "excluded_queries"}
+KEYS = {"ndcg@4", "ndcg@10", "accuracy", "macro_f1", "ece", "queries", "pairs", "excluded_queries"}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,23 @@ def test_csv_json_report_matches_the_library(capsys, files, model_dir, tmp_path)
     # the table: a header, an overall row and one row per locale, with the JSON's numbers
     lines = out.splitlines()
     row = next(line for line in lines if line.startswith("overall")).split()
-    assert row[1] == f"{report['ndcg@4']:.4f}" and row[5:7] == ["8", "40"]
+    assert row[1] == f"{report['ndcg@4']:.4f}" and row[6:8] == ["8", "40"]
+    assert 0.0 <= report["ece"] <= 1.0 and row[5] == f"{report['ece']:.4f}"
     assert any(line.startswith("es") for line in lines) and "ndcg@10" in out
+
+
+def test_baselines_rank_the_same_candidates_and_are_tested_against_the_model(capsys, files, model_dir, tmp_path):
+    """An untrained head against BM25 on XQuAD: BM25 finds the answer paragraph, the model does not,
+    and the paired test says so with the query count."""
+    rc, out, err = run_eval(capsys, "-m", model_dir, "-d", files / "j.csv", "--baselines", "--json", tmp_path / "b.json")
+    assert rc == 0, err
+    base = json.loads((tmp_path / "b.json").read_text())["baselines"]
+    assert set(base) == {"bm25", "bi_encoder"}
+    bm25 = base["bm25"]["model_minus_baseline"]
+    assert bm25["queries"] == 8
+    assert base["bm25"]["ndcg@4"] > 0.8 and bm25["delta"] < 0
+    assert bm25["ci_low"] <= bm25["delta"] <= bm25["ci_high"] and 0 < bm25["p_value"] <= 1
+    assert "model - bm25:" in out and "over 8 queries" in out
 
 
 def test_jsonl_reads_like_csv(capsys, files, model_dir, tmp_path):

@@ -65,6 +65,46 @@ def test_decide_reads_the_policy_metric():
     assert (d.promote, d.reason) == (False, "evolving accuracy gain -0.1000 < min_gain 0.0")
 
 
+def _graded(cand: dict, prod: dict) -> RoundMetrics:
+    def sets(grades):
+        return {"static": {"ndcg@4": 0.80, "queries": 50, "locale": "en", **grades.get("static", {})},
+                "evolving": {"ndcg@4": 0.70, "queries": 50, "locale": "de", **grades.get("evolving", {})}}
+
+    out = RoundMetrics(Metrics(sets(cand)), Metrics(sets(prod)))
+    out.candidate.sets["evolving"]["ndcg@4"] = 0.75   # the ranking gains: only the grades can refuse
+    return out
+
+
+def test_decide_refuses_a_candidate_whose_grades_regress_on_any_test_set():
+    """Ranking can improve while the grades collapse: accuracy and macro-F1 are guarded on every
+    set, and the reason names the metric, the set, its locale and the limit."""
+    gate = PromotionSpec(min_gain=0.01, max_accuracy_regression=0.02, max_macro_f1_regression=0.05)
+    held = {"static": {"accuracy": 0.90, "macro_f1": 0.80}, "evolving": {"accuracy": 0.85, "macro_f1": 0.70}}
+    assert stages.decide(_graded(held, held), gate).promote is True
+    worse_static_acc = {**held, "static": {"accuracy": 0.87, "macro_f1": 0.80}}
+    d = stages.decide(_graded(worse_static_acc, held), gate)
+    assert (d.promote, d.reason) == (False, "static (en) accuracy fell 0.0300 (0.9 -> 0.87) > max_accuracy_regression "
+                                            "0.02: the candidate's grades regress")
+    worse_evolving_f1 = {**held, "evolving": {"accuracy": 0.85, "macro_f1": 0.64}}
+    d = stages.decide(_graded(worse_evolving_f1, held), gate)
+    assert d.promote is False and d.reason.startswith("evolving (de) macro_f1 fell 0.0600") and \
+        "max_macro_f1_regression 0.05" in d.reason
+    # within the limit, or a guard switched off, promotes
+    assert stages.decide(_graded(worse_evolving_f1, held), gate.model_copy(
+        update={"max_macro_f1_regression": None})).promote is True
+    slight = {**held, "static": {"accuracy": 0.89, "macro_f1": 0.79}}
+    assert stages.decide(_graded(slight, held), gate).promote is True
+
+
+def test_round_metrics_carry_the_baselines_beside_the_models():
+    raw = {"candidate": {"static": {"ndcg@4": 0.7}}, "production": {"static": {"ndcg@4": 0.6}},
+           "baselines": {"bm25": {"static": {"ndcg@4": 0.9, "locale": "en"}}, "bi_encoder": {"static": {"ndcg@4": 0.5}}}}
+    rm = RoundMetrics.from_dict(raw)
+    assert rm.baselines["bm25"].get("static", "ndcg@4") == 0.9
+    assert rm.to_dict() == raw
+    assert "baselines" not in RoundMetrics.from_dict({"candidate": {}, "production": {}}).to_dict()
+
+
 def test_round_metrics_round_trip_the_metrics_file_format():
     raw = {"candidate": {"static": {"ndcg@4": 0.7, "accuracy": 0.8, "locale": "en"}, "evolving": {"ndcg@4": 0.6}},
            "production": {"static": {"ndcg@4": 0.6}, "evolving": {"ndcg@4": 0.5, "locale": "es"}}}
