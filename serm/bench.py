@@ -47,13 +47,22 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICIES = {"xquad": ROOT / "benchmarks" / "evolution-xquad.yaml",
             "homedepot": ROOT / "benchmarks" / "evolution-homedepot.yaml"}
 
-# Sizes (queries) per mode: quick fits 20 minutes on 2 CPU cores; full is meant for a GPU.
+# Sizes (queries) per preset. Test sets are fixed for the whole run: `test` queries per language
+# (XQuAD) or per period (Home Depot), every one scored after every round. quick is a smoke run
+# (too small to tell strategies apart); cpu has the power the comparisons need (≥ 300 queries
+# per language, ≥ 500 per Home Depot period) on 2 CPU cores; full is meant for a GPU.
 SIZES = {
     "quick": {"xquad": dict(seed=100, batch=60, test=40, teacher=150, budget=60),
               "homedepot": dict(seed=200, batch=80, test=60, teacher=300, budget=60)},
-    "full": {"xquad": dict(seed=150, batch=200, test=80, teacher=400, budget=160),
-             "homedepot": dict(seed=600, batch=300, test=150, teacher=1500, budget=200)},
+    "cpu": {"xquad": dict(seed=150, batch=120, test=300, teacher=150, budget=60),
+            "homedepot": dict(seed=400, batch=150, test=500, teacher=300, budget=60)},
+    "full": {"xquad": dict(seed=300, batch=400, test=400, teacher=400, budget=200),
+             "homedepot": dict(seed=1000, batch=600, test=800, teacher=1500, budget=200)},
 }
+PRESETS = tuple(SIZES)
+#: What each strategy is tested against `serm` on (paired over queries, per test set and round).
+COMPARED = ("self_training", "random", "uncertainty_only", "gold", "no_new_labels")
+BASELINE_ROWS = ("bm25", "bi_encoder")   # reference rankers, rows of the table beside the strategies
 
 
 @dataclass
@@ -171,13 +180,42 @@ def pair_features(events):
     return pair_aggregates(events)
 
 
-def _metrics(model, world: World, r: int, ks) -> dict:
-    """The round's evaluate stage on the world's static test and round `r`'s evolving test."""
-    from serm import schema, stages
+def test_sets(world: World, r: int) -> dict:
+    """The fixed test sets scored after round `r` (0: the seed model): `static`, `evolving`
+    (round r's batch's language or period; the first one for the seed model), each language's
+    or period's own test by its label, and `seen`: the union of those the stream has shown."""
+    import pandas as pd
 
-    m = stages.evaluate(model, {schema.STATIC: world.static_test, schema.EVOLVING: world.evolving_tests[r]}, ks)
-    return {split: {k: m.get(split, k) for k in (*(f"ndcg@{k}" for k in ks), "accuracy", "queries")}
-            for split in schema.TEST_SETS}
+    from serm import schema
+
+    sets = {schema.STATIC: world.static_test, schema.EVOLVING: world.evolving_tests[max(0, r - 1)]}
+    for label, test in zip(world.labels, world.evolving_tests):
+        sets[label] = test
+    sets["seen"] = pd.concat(world.evolving_tests[:max(1, r)], ignore_index=True)
+    return sets
+
+
+def _metrics(model, world: World, r: int, ks) -> tuple[dict, dict]:
+    """(metrics per test set, per-query NDCG@4 per test set) of `model` after round `r`: every
+    pair of every fixed test set is scored once, in one batched pass."""
+    import numpy as np
+    import pandas as pd
+
+    from serm.evaluation import evaluate
+    from serm.stats import per_query_ndcg
+
+    sets = test_sets(world, r)
+    unique = {label: t for label, t in sets.items() if label not in ("evolving", "seen")}
+    frame = pd.concat(list(unique.values()), ignore_index=True).drop_duplicates(["query_id", "doc_id"])
+    proba = model.score_frame(frame)
+    row = {k: i for i, k in enumerate(zip(frame.query_id, frame.doc_id))}
+    out, per_query = {}, {}
+    for label, t in sets.items():
+        p = proba[np.fromiter((row[k] for k in zip(t.query_id, t.doc_id)), dtype=np.int64, count=len(t))]
+        m = evaluate(None, t, ks, proba=p)["overall"]
+        out[label] = {k: m.get(k) for k in (*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "ece", "queries")}
+        per_query[label] = per_query_ndcg(t.assign(score=model.expected_grade(p)), 4)
+    return out, per_query
 
 
 def _label_accuracy(labels, world: World) -> float | None:
@@ -309,9 +347,9 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
         pairs = batch.drop(columns=[c for c in ("grade", "question_id", "mean_rating") if c in batch.columns])
         pairs = pairs.merge(pair_features(events), on=["query_id", "doc_id"], how="left")
         streams.append((pairs.reset_index(drop=True), events[list(schema.IMPRESSION_COLUMNS)]))
-    seed_metrics = _metrics(base, world, 0, ks)
-    records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics}
-               for s in strategies]
+    seed_metrics, seed_pq = _metrics(base, world, 0, ks)
+    records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
+                "_per_query": seed_pq} for s in strategies]
     for s in strategies:
         run = Run(s, clone(base))
         for r in range(rounds):
@@ -319,9 +357,9 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
             pairs, events = streams[r]
             new, info = _pick_and_label(run, world, policy, pairs, events, budget, seed, r + 1, teacher, log)
             trained = _train_round(run, world, policy, new, budget, seed, r + 1)
-            m = _metrics(run.model, world, r, ks)
+            m, pq = _metrics(run.model, world, r + 1, ks)
             rec = {"dataset": world.name, "seed": seed, "strategy": s, "round": r + 1, "batch": world.labels[r],
-                   **m, **trained, **info, "seconds": round(time.perf_counter() - t1, 1)}
+                   **m, **trained, **info, "seconds": round(time.perf_counter() - t1, 1), "_per_query": pq}
             records.append(rec)
             log(f"  [{world.name} seed {seed}] {s:<16} round {r + 1} ({world.labels[r]}): "
                 f"static ndcg@4 {m['static']['ndcg@4']}, evolving {m['evolving']['ndcg@4']}, "
@@ -331,19 +369,31 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
 
 
 # --------------------------------------------------------------------------- summary
+def set_names(records: list[dict]) -> list[str]:
+    """The test sets the records hold, in table order: static, evolving, each language/period, seen."""
+    skip = {"_per_query"}
+    names = []
+    for r in records:
+        for k, v in r.items():
+            if k not in skip and isinstance(v, dict) and "queries" in v and k not in names:
+                names.append(k)
+    return names
+
+
 def summarize(records: list[dict], ks) -> dict:
-    """mean ± std over seeds per (dataset, strategy, round)."""
+    """mean ± std over seeds per (dataset, strategy, round), for every test set."""
     import numpy as np
 
     out: dict = {}
+    order = (*STRATEGIES, *BASELINE_ROWS)
     keys = sorted({(r["dataset"], r["strategy"], r["round"]) for r in records},
-                  key=lambda k: (k[0], STRATEGIES.index(k[1]), k[2]))
+                  key=lambda k: (k[0], order.index(k[1]), k[2]))
     for ds, s, rnd in keys:
         rows = [r for r in records if (r["dataset"], r["strategy"], r["round"]) == (ds, s, rnd)]
         cell: dict = {"seeds": len(rows)}
-        for split in ("static", "evolving"):
-            for m in (*(f"ndcg@{k}" for k in ks), "accuracy"):
-                vals = [r[split][m] for r in rows if r[split].get(m) is not None]
+        for split in set_names(rows):
+            for m in (*(f"ndcg@{k}" for k in ks), "accuracy", "macro_f1", "ece"):
+                vals = [r[split][m] for r in rows if split in r and r[split].get(m) is not None]
                 cell[f"{split}.{m}"] = [round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)] if vals else None
         for m in ("accepted_label_accuracy", "escalation_rate", "pseudo_label_accuracy", "new_labels"):
             vals = [r[m] for r in rows if r.get(m) is not None]
@@ -353,27 +403,92 @@ def summarize(records: list[dict], ks) -> dict:
     return out
 
 
+def significance(records: list[dict], resamples: int = 10_000) -> dict:
+    """serm against each other strategy and each reference ranker, per dataset, round and test
+    set, paired over the test's queries: each query's NDCG@4 averaged over the seeds, then the
+    paired randomization test and bootstrap CI of serm − other (`serm.stats.compare`)."""
+    import numpy as np
+
+    from serm.stats import compare
+
+    out: dict = {}
+    datasets = sorted({r["dataset"] for r in records})
+    for ds in datasets:
+        rows = [r for r in records if r["dataset"] == ds and "_per_query" in r]
+        serm_rounds = sorted({r["round"] for r in rows if r["strategy"] == "serm"})
+
+        def per_query(strategy, rnd, test):
+            runs = [r["_per_query"].get(test) for r in rows
+                    if r["strategy"] == strategy and (r["round"] == rnd or r["strategy"] in BASELINE_ROWS)]
+            runs = [x for x in runs if x]
+            if not runs:
+                return None
+            qids = sorted(set.intersection(*(set(x) for x in runs)))
+            return {q: float(np.mean([x[q] for x in runs])) for q in qids}
+
+        for rnd in serm_rounds:
+            for test in set_names([r for r in rows if r["strategy"] == "serm" and r["round"] == rnd]):
+                mine = per_query("serm", rnd, test)
+                for other in (*COMPARED, *BASELINE_ROWS):
+                    theirs = per_query(other, rnd, test)
+                    if not mine or not theirs:
+                        continue
+                    common = sorted(set(mine) & set(theirs))
+                    c = compare([mine[q] for q in common], [theirs[q] for q in common], resamples=resamples)
+                    out.setdefault(ds, {}).setdefault(str(rnd), {}).setdefault(test, {})[other] = c.to_dict()
+    return out
+
+
 def table(summary: dict, rounds: int) -> str:
-    """Markdown: NDCG@4 / NDCG@10 / accuracy per round and strategy on both test sets."""
+    """Markdown: NDCG@4 per round and strategy on every fixed test set, then accuracy, macro-F1
+    and ECE on the static and evolving tests, label quality and escalations."""
     def fmt(v):
         return "–" if v is None else f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
 
     lines = []
     for ds, strategies in summary.items():
-        lines.append(f"\n**{ds}** (mean ± std over seeds, ×100)\n")
-        lines.append("| strategy | round | static NDCG@4 | static NDCG@10 | static acc | evolving NDCG@4 | "
-                     "evolving NDCG@10 | evolving acc | label acc | escalated |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        cells = [c for by_round in strategies.values() for c in by_round.values()]
+        sets = [k[:-len(".ndcg@4")] for k in dict.fromkeys(k for c in cells for k in c) if k.endswith(".ndcg@4")]
+        lines.append(f"\n**{ds}** NDCG@4 (mean ± std over seeds, ×100; `evolving` is the round's newest batch's "
+                     f"test, `seen` the union of the tests of every batch shown so far)\n")
+        lines.append("| strategy | round | " + " | ".join(sets) + " | static acc | static F1 | static ECE | "
+                     "evolving acc | evolving F1 | label acc | escalated |")
+        lines.append("|---|---|" + "---|" * (len(sets) + 7))
+        first = next(iter(strategies))
         for s, by_round in strategies.items():
             for rnd, c in sorted(by_round.items()):
-                if rnd == 0 and s != next(iter(strategies)):
+                if rnd == 0 and s != first and s not in BASELINE_ROWS:
                     continue
-                name = "seed model" if rnd == 0 else s
+                name = s if s in BASELINE_ROWS else ("seed model" if rnd == 0 else s)
                 lab = c.get("accepted_label_accuracy") or c.get("pseudo_label_accuracy")
-                lines.append(f"| {name} | {rnd} | {fmt(c.get('static.ndcg@4'))} | {fmt(c.get('static.ndcg@10'))} | "
-                             f"{fmt(c.get('static.accuracy'))} | {fmt(c.get('evolving.ndcg@4'))} | "
-                             f"{fmt(c.get('evolving.ndcg@10'))} | {fmt(c.get('evolving.accuracy'))} | "
-                             f"{fmt(lab)} | {fmt(c.get('escalation_rate'))} |")
+                lines.append(f"| {name} | {'–' if s in BASELINE_ROWS else rnd} | "
+                             + " | ".join(fmt(c.get(f"{t}.ndcg@4")) for t in sets)
+                             + f" | {fmt(c.get('static.accuracy'))} | {fmt(c.get('static.macro_f1'))} | "
+                             f"{fmt(c.get('static.ece'))} | {fmt(c.get('evolving.accuracy'))} | "
+                             f"{fmt(c.get('evolving.macro_f1'))} | {fmt(lab)} | {fmt(c.get('escalation_rate'))} |")
+    return "\n".join(lines)
+
+
+def significance_table(sig: dict) -> str:
+    """Markdown: serm − other NDCG@4 (×100) with its 95% CI and p, per round and test set."""
+    lines = []
+    for ds, by_round in sig.items():
+        others = list(dict.fromkeys(o for tests in by_round.values() for cmp in tests.values() for o in cmp))
+        lines.append(f"\n**{ds}**: serm − other, NDCG@4 ×100 [95% CI], paired randomization p over queries "
+                     f"(per-query NDCG averaged over seeds); `tie` where p ≥ 0.05\n")
+        lines.append("| round | test (queries) | " + " | ".join(others) + " |")
+        lines.append("|---|---|" + "---|" * len(others))
+        for rnd, tests in sorted(by_round.items(), key=lambda kv: int(kv[0])):
+            for test, cmp in tests.items():
+                n = next(iter(cmp.values()))["queries"]
+
+                def cell(c):
+                    if c is None:
+                        return "–"
+                    tag = "" if c["verdict"] != "tie" else " tie"
+                    return (f"{100 * c['delta']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
+                            f"p={c['p_value']:.3g}{tag}")
+                lines.append(f"| {rnd} | {test} ({n}) | " + " | ".join(cell(cmp.get(o)) for o in others) + " |")
     return "\n".join(lines)
 
 
@@ -385,19 +500,27 @@ def plot(summary: dict, out: Path) -> list[Path]:
 
     paths = []
     for ds, strategies in summary.items():
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
-        for ax, split in zip(axes, ("static", "evolving")):
+        cells = [c for by_round in strategies.values() for c in by_round.values()]
+        sets = [k[:-len(".ndcg@4")] for k in dict.fromkeys(k for c in cells for k in c)
+                if k.endswith(".ndcg@4") and not k.startswith("evolving.")]
+        fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.8), squeeze=False)
+        for ax, split in zip(axes[0], sets):
             for s, by_round in strategies.items():
-                rs = sorted(by_round)
+                rs = sorted(r for r in by_round if by_round[r].get(f"{split}.ndcg@4"))
+                if not rs:
+                    continue
                 mean = [by_round[r][f"{split}.ndcg@4"][0] for r in rs]
                 std = [by_round[r][f"{split}.ndcg@4"][1] for r in rs]
-                ax.errorbar(rs, mean, yerr=std, marker="o", capsize=3, label=s)
-            ax.set_title(f"{ds}: {split} test")
+                if s in BASELINE_ROWS:
+                    ax.axhline(mean[0], linestyle="--", linewidth=1, color="grey" if s == "bm25" else "tan",
+                               label=s)
+                else:
+                    ax.errorbar(rs, mean, yerr=std, marker="o", capsize=3, label=s)
+            ax.set_title(f"{ds}: {split}", fontsize=9)
             ax.set_xlabel("round")
-            ax.set_ylabel("NDCG@4")
-            ax.set_xticks(rs)
             ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=8)
+        axes[0][0].set_ylabel("NDCG@4")
+        axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         p = out.with_name(f"{out.stem}-{ds}.png")
         fig.savefig(p, dpi=110)
@@ -406,11 +529,31 @@ def plot(summary: dict, out: Path) -> list[Path]:
     return paths
 
 
+def baseline_records(world: World, ks) -> list[dict]:
+    """BM25 and the bi-encoder on every fixed test set (they do not change over rounds)."""
+    from serm.baselines import SCORERS
+    from serm.evaluation import ranking_metrics
+    from serm.stats import per_query_ndcg
+
+    sets = {k: v for k, v in test_sets(world, len(world.evolving_tests)).items() if k != "evolving"}
+    out = []
+    for name, scorer in SCORERS.items():
+        rec = {"dataset": world.name, "seed": None, "strategy": name, "round": 0, "batch": None, "_per_query": {}}
+        for label, t in sets.items():
+            scored = t.assign(score=scorer(t, documents=world.documents))
+            rec[label] = {**ranking_metrics(scored, tuple(ks))}
+            rec["_per_query"][label] = per_query_ndcg(scored, 4)
+        out.append(rec)
+    return out
+
+
 def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3, seeds: int | None = None,
           strategies=STRATEGIES, homedepot_path: Path | None = None, out_dir: Path | None = None,
-          policies: dict | None = None, sizes: dict | None = None, log=print) -> dict:
-    """Run the benchmark; returns what it writes to `out_dir/evolution-<UTC>.json`. `sizes`
-    overrides the mode's sizes per dataset (queries: seed, batch, test, teacher; budget)."""
+          policies: dict | None = None, sizes: dict | None = None, log=print, preset: str | None = None,
+          resamples: int = 10_000) -> dict:
+    """Run the benchmark; returns what it writes to `out_dir/evolution-<UTC>.json`. `preset`
+    (quick, cpu, full; `quick=True` means quick, default full) picks the sizes; `sizes`
+    overrides them per dataset (queries: seed, batch, test, teacher; budget)."""
     import platform
     from datetime import datetime, timezone
 
@@ -419,8 +562,10 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
 
     from serm.policy import load_policy
 
-    mode = "quick" if quick else "full"
-    seeds = seeds or (1 if quick else 3)
+    mode = preset or ("quick" if quick else "full")
+    if mode not in SIZES:
+        raise DataError(f"unknown preset {mode!r}; known: {', '.join(PRESETS)}")
+    seeds = seeds or (1 if mode == "quick" else 3)
     out_dir = Path(out_dir or ROOT / "benchmarks" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -449,11 +594,14 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
             f"static test {world.static_test.query_id.nunique()} queries, budget {sizes['budget']} per round, "
             f"{seeds} seed(s), strategies {', '.join(strategies)}")
         t0 = time.perf_counter()
+        records += baseline_records(world, tuple(policy.evaluation.k))
         for k in range(seeds):
             records += run_dataset(world, policy, strategies, rounds, policy.seed + k, sizes["budget"],
                                    tuple(policy.evaluation.k), log)
         walls[ds] = round(time.perf_counter() - t0, 1)
     summary = summarize(records, (4, 10))
+    sig = significance(records, resamples) if "serm" in strategies else {}
+    per_query = [r.pop("_per_query", None) for r in records]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir / f"evolution-{stamp}.json"
     pngs = plot(summary, out) if summary else []
@@ -464,9 +612,13 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
                            "transformers": transformers.__version__,
                            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()},
               "wall_seconds": {**walls, "total": round(time.perf_counter() - t_all, 1)},
-              "summary": summary, "records": records, "plots": [str(p) for p in pngs]}
+              "summary": summary, "significance": sig, "records": records, "plots": [str(p) for p in pngs]}
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    for r, pq in zip(records, per_query):
+        r["_per_query"] = pq
     log(table(summary, rounds))
+    if sig:
+        log(significance_table(sig))
     log(f"\n[bench] wrote {out}" + "".join(f"\n[bench] plot {p}" for p in pngs)
         + f"\n[bench] wall time {result['wall_seconds']}")
     return result

@@ -516,7 +516,7 @@ def cmd_bench(args) -> int:
     strategies = tuple(s.strip() for s in args.strategies.split(",")) if args.strategies else STRATEGIES
     datasets = tuple(d.strip() for d in args.datasets.split(","))
     bench(datasets, quick=args.quick, rounds=args.rounds, seeds=args.seeds, strategies=strategies,
-          homedepot_path=args.homedepot, out_dir=args.out)
+          homedepot_path=args.homedepot, out_dir=args.out, preset=args.preset)
     return 0
 
 
@@ -761,7 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_escalations_import)
 
     sp = sub.add_parser("bench", help="SERM vs self-training and ablations over rounds, on XQuAD and Home Depot")
-    sp.add_argument("--quick", action="store_true", help="smaller batches, 1 seed: about 20 minutes on 2 CPU cores")
+    sp.add_argument("--quick", action="store_true", help="the quick preset: a smoke run, 1 seed, too small to tell "
+                    "strategies apart")
+    sp.add_argument("--preset", choices=["quick", "cpu", "full"], help="sizes: quick (smoke), cpu (300 test queries "
+                    "per XQuAD language, 500 per Home Depot period, 3 seeds, 2 CPU cores), full (a GPU); default full")
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--seeds", type=int, help="default: 1 with --quick, else 3")
     sp.add_argument("--datasets", default="xquad,homedepot", help="comma-separated: xquad, homedepot")

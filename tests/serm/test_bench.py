@@ -10,13 +10,13 @@ TOY = {"xquad": dict(seed=24, batch=10, test=8, teacher=24, budget=8)}
 
 def test_bench_runs_every_strategy_and_writes_results(tmp_path):
     lines = []
-    result = bench(("xquad",), quick=True, rounds=1, sizes=TOY, out_dir=tmp_path, log=lines.append)
+    result = bench(("xquad",), quick=True, rounds=1, sizes=TOY, out_dir=tmp_path, log=lines.append, resamples=500)
     written = sorted(tmp_path.glob("evolution-*.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["summary"] == json.loads(json.dumps(result["summary"]))
     assert (tmp_path / f"{written[0].stem}-xquad.png").stat().st_size > 10_000
     recs = {(r["strategy"], r["round"]): r for r in result["records"]}
     strategies = ("serm", "self_training", "random", "uncertainty_only", "gold", "no_new_labels")
-    assert {s for s, _ in recs} == set(strategies)
+    assert {s for s, _ in recs} == set(strategies) | {"bm25", "bi_encoder"}
     seed = recs[("serm", 0)]
     assert all(recs[(s, 0)]["static"] == seed["static"] for s in strategies), "one seed model for all"
     for s in ("serm", "random", "uncertainty_only"):
@@ -27,3 +27,18 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
     assert recs[("self_training", 1)]["new_labels"] == TOY["xquad"]["budget"]
     assert result["sizes"]["xquad"]["budget"] == 8 and result["policies"]["xquad"]["hash"]
     assert any("| serm | 1 |" in line for line in lines), "the table is printed"
+    # fixed test sets: each language's own test and the union seen so far, scored every round
+    assert {"static", "evolving", "es", "seen"} <= set(recs[("serm", 1)])
+    assert recs[("serm", 1)]["es"] == recs[("serm", 1)]["evolving"] == recs[("serm", 1)]["seen"]
+    assert recs[("serm", 0)]["es"]["queries"] == recs[("serm", 1)]["es"]["queries"] > 0
+    # reference rankers on the same tests, and serm tested against every other row, paired over queries
+    base = {r["strategy"]: r for r in result["records"] if r["strategy"] in ("bm25", "bi_encoder")}
+    assert set(base) == {"bm25", "bi_encoder"} and base["bm25"]["es"]["ndcg@4"] > 0.5
+    sig = result["significance"]["xquad"]["1"]
+    assert set(sig) >= {"static", "es", "seen"}
+    for other in ("self_training", "random", "uncertainty_only", "gold", "no_new_labels", "bm25", "bi_encoder"):
+        c = sig["es"][other]
+        assert c["queries"] == recs[("serm", 1)]["es"]["queries"] and 0 < c["p_value"] <= 1
+        assert c["ci_low"] <= c["delta"] <= c["ci_high"] and c["verdict"] in ("better", "worse", "tie")
+    assert any("paired randomization" in line for line in lines), "the significance table is printed"
+    assert "_per_query" not in json.loads(written[0].read_text())["records"][0]
