@@ -287,7 +287,8 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
         new = picked.assign(grade=[world.grade(q, d) for q, d in zip(picked.query_id, picked.doc_id)])
         return new, info
     ctx = AnnotationContext(pairs=picked, documents=world.documents, seed=seed * 1000 + round_no, events=events,
-                            models=lambda ref: teacher, truth=world.grade)
+                            models=lambda ref: teacher, truth=world.grade,
+                            labelled=stages.calibration_pairs(world.seed_set, None, None, None))
     human = SimulatedHuman(policy.annotation.human.budget, world.grade)
     _, labels, _, rep = stages.annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
     trainable = schema.trainable(labels)

@@ -223,8 +223,10 @@ class RoundRunner:
         events = all_events[list(schema.IMPRESSION_COLUMNS)]
         reviews = escalations.read_resolved(self.ws.data)
         documents = self.documents()
+        labelled = stages.calibration_pairs(history.seed_set(self.ws), reviews, all_events, documents) \
+            if any(a.params().get("calibration") == "learned" for a in spec.agents) else None
         ctx = AnnotationContext(pairs=cands, documents=documents, seed=policy.seed + r, events=events,
-                                resolved=reviews, models=history.model_loader(self.ws, policy))
+                                resolved=reviews, models=history.model_loader(self.ws, policy), labelled=labelled)
         truth = self.source.truth()    # simulation only: the simulated reviewer's, and the diagnostics
         # A files source has no simulated reviewer: its human grades come from imported reviews,
         # and part of the human budget asks reviewers for test labels.

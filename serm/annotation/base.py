@@ -32,6 +32,21 @@ class AnnotationContext:
                                                    # a loaded RelevanceModel, for the `teacher`
     truth: Callable[[str, str], int] | None = None  # simulation only: the hidden grade of a pair,
                                                     # for agents named as simulated (noisy_judge)
+    labelled: "object" = None  # DataFrame of pairs with trusted grades (the seed set, human-reviewed
+                               # pairs): query, doc_id, doc_title, doc_text, locale, grade; what
+                               # `calibration: learned` agents fit their score -> grade mapping on
+
+
+def labelled_token(ctx: "AnnotationContext") -> str:
+    """A digest of the context's labelled pairs: part of a learned agent's vote-cache key, so
+    votes are re-judged when new reviews change the mapping."""
+    import hashlib
+
+    frame = ctx.labelled
+    if frame is None or not len(frame):
+        return "labelled:none"
+    keys = sorted(zip(frame["query"].astype(str), frame["doc_id"].astype(str), frame["grade"].astype(int)))
+    return "labelled:" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
 
 
 def pair_rng(seed: int, salt: int, query_id: str, doc_id: str, *more: int):

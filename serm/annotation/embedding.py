@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Literal
 
 from pydantic import Field
 
 from serm.agents import AgentParams
-from serm.annotation.base import (AnnotationAgent, AnnotationContext, grade_from_thresholds, pair_rng, perturb,
-                                  votes_frame)
+from serm.annotation.base import (AnnotationAgent, AnnotationContext, grade_from_thresholds, labelled_token,
+                                  pair_rng, perturb, votes_frame)
+from serm.annotation.calibration import fit_by_locale, labelled_pairs
 
 
 @functools.lru_cache(maxsize=2)
@@ -73,8 +75,30 @@ class EmbeddingJudge(AnnotationAgent):
         model: str = "builtin:minilm-l6"
         samples: int = Field(3, ge=1, le=20)
         perturbation: float = Field(0.15, ge=0.0, lt=1.0)
-        thresholds: tuple[float, float, float] = (0.25, 0.4, 0.55)
+        thresholds: tuple[float, float, float] = Field(
+            (0.25, 0.4, 0.55), description="[t1, t2, t3] on the cosine (calibration: fixed)")
+        calibration: Literal["fixed", "learned"] = Field(
+            "fixed", description="learned: fit the thresholds on the labelled pairs every round "
+            "(serm.annotation.calibration)")
         window_words: int = Field(64, ge=8)
+
+    def cache_token(self, ctx: AnnotationContext) -> str:
+        return labelled_token(ctx) if self.params.calibration == "learned" else ""
+
+    def cosines(self, pairs):
+        """Cosine of each pair's query and its document's best window (unperturbed)."""
+        from serm.model.passages import model_inputs
+
+        docs = model_inputs(pairs["query"].tolist(), pairs["doc_title"].tolist(), pairs["doc_text"].tolist(),
+                            "best_window", self.params.window_words)
+        vecs = embed(pairs["query"].tolist() + docs, self.params.model)
+        return (vecs[:len(pairs)] * vecs[len(pairs):]).sum(axis=1)
+
+    def learn(self, ctx: AnnotationContext):
+        """The score -> grade mapping fitted on the context's labelled pairs."""
+        labelled = labelled_pairs(ctx)
+        return fit_by_locale(self.cosines(labelled), labelled["grade"].astype(int).to_numpy(),
+                             labelled["locale"].astype(str).to_numpy())
 
     def vote(self, ctx: AnnotationContext):
         import numpy as np
@@ -82,6 +106,7 @@ class EmbeddingJudge(AnnotationAgent):
         from serm.model.passages import model_inputs
 
         p = self.params
+        cal = self.learn(ctx) if p.calibration == "learned" else None
         t0 = time.perf_counter()
         pairs = ctx.pairs.reset_index(drop=True)
         queries = []
@@ -98,6 +123,8 @@ class EmbeddingJudge(AnnotationAgent):
         for i, r in enumerate(pairs.itertuples(index=False)):
             for s in range(p.samples):
                 sim = float(qv[i * p.samples + s] @ dv[i])
-                rows.append((r.query_id, r.doc_id, self.name, s, grade_from_thresholds(sim, p.thresholds),
-                             f"cosine {sim:.3f}", round(per_pair_ms, 2), 0, 0.0))
+                thresholds = p.thresholds if cal is None else cal.for_locale(r.locale).thresholds
+                note = f"; {cal.describe(r.locale)}" if cal is not None and s == 0 else ""
+                rows.append((r.query_id, r.doc_id, self.name, s, grade_from_thresholds(sim, thresholds),
+                             f"cosine {sim:.3f}{note}", round(per_pair_ms, 2), 0, 0.0))
         return votes_frame(rows)
