@@ -473,6 +473,14 @@ def main(argv=None) -> int:
     n = len(df)
     torch.manual_seed(args.seed)  # the fresh head of a builtin model
     ours = RelevanceModel.load(args.model, spec, device="cpu")
+    # The peers get the network's weights: compare the network alone, and time the lexical head's
+    # features (plain Python over the whole document, once per pair) on their own.
+    head, ours.lexical = ours.lexical, None
+    if head is not None and head.fitted:
+        t0 = time.perf_counter()
+        head.matrix(df["query"].tolist(), df["doc_title"].tolist(), df["doc_text"].tolist())
+        print(f"lexical head ({', '.join(head.features)}): features of {len(df)} pairs in "
+              f"{time.perf_counter() - t0:.2f}s, not in the table below (the peers have no head)", flush=True)
     tokens = np.array([len(x) for x in ours.encode(df["query"].tolist(), docs)["input_ids"]])
     print(f"{n} pairs ({df.query_id.nunique()} whole queries) from {source}; tokens/pair mean {tokens.mean():.1f}, "
           f"p95 {np.percentile(tokens, 95):.0f}, max {tokens.max()} (max_length {args.max_length}); "
