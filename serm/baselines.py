@@ -4,7 +4,7 @@ be worth deploying.
 - `bm25`: BM25 (bm25s, k1 1.2, b 0.75, no stopwords, the lexical agent's tokenizer) with IDF over
   the locale's document catalogue (the test's own documents where the catalogue lacks them);
 - `bi_encoder`: cosine of the off-the-shelf all-MiniLM-L6-v2 embeddings (the packaged builtin,
-  mean pooling) of the query and of `title: text`.
+  mean pooling) of the query and of `title text` (the whole document).
 
 They give rankings, not grades: only ranking metrics (NDCG@k) are reported for them. Neither
 depends on the model, so a round computes them once per test set and keeps them with the

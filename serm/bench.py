@@ -56,7 +56,7 @@ SIZES = {
               "homedepot": dict(seed=200, batch=80, test=60, teacher=300, budget=60)},
     "cpu": {"xquad": dict(seed=150, batch=120, test=300, teacher=150, budget=60),
             "homedepot": dict(seed=400, batch=150, test=500, teacher=300, budget=60)},
-    "full": {"xquad": dict(seed=300, batch=400, test=400, teacher=400, budget=200),
+    "full": {"xquad": dict(seed=250, batch=400, test=300, teacher=240, budget=200),
              "homedepot": dict(seed=1000, batch=600, test=800, teacher=1500, budget=200)},
 }
 PRESETS = tuple(SIZES)
@@ -96,6 +96,10 @@ def xquad_world(policy, sizes: dict, rounds: int) -> World:
     stream = [i for i in split["stream"] if i not in seed_ids]
     used = set(stream[: sizes["batch"]])
     spare = [i for i in stream if i not in used]                 # never in a batch: the teacher's pool
+    if len(spare) < sizes["teacher"]:
+        raise DataError(f"xquad: 1,190 questions per language leave {len(spare)} for the teacher after test "
+                        f"{sizes['test']}, seed {sizes['seed']} and batch {sizes['batch']}; the sizes ask for "
+                        f"{sizes['teacher']}: shrink one of them")
     hn, rn = d.candidates.hard_negatives, d.candidates.random_negatives
 
     def cands(locale, ids):
@@ -288,7 +292,7 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
         return new, info
     ctx = AnnotationContext(pairs=picked, documents=world.documents, seed=seed * 1000 + round_no, events=events,
                             models=lambda ref: teacher, truth=world.grade,
-                            labelled=stages.calibration_pairs(world.seed_set, None, None, None))
+                            labelled=stages.calibration_pairs(world.seed_set))
     human = SimulatedHuman(policy.annotation.human.budget, world.grade)
     _, labels, _, rep = stages.annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
     trainable = schema.trainable(labels)
@@ -416,7 +420,8 @@ def significance(records: list[dict], resamples: int = 10_000) -> dict:
     datasets = sorted({r["dataset"] for r in records})
     for ds in datasets:
         rows = [r for r in records if r["dataset"] == ds and "_per_query" in r]
-        serm_rounds = sorted({r["round"] for r in rows if r["strategy"] == "serm"})
+        # round 0 is the one seed model every strategy starts from: nothing to compare
+        serm_rounds = sorted({r["round"] for r in rows if r["strategy"] == "serm" and r["round"] > 0})
 
         def per_query(strategy, rnd, test):
             runs = [r["_per_query"].get(test) for r in rows

@@ -764,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="the quick preset: a smoke run, 1 seed, too small to tell "
                     "strategies apart")
     sp.add_argument("--preset", choices=["quick", "cpu", "full"], help="sizes: quick (smoke), cpu (300 test queries "
-                    "per XQuAD language, 500 per Home Depot period, 3 seeds, 2 CPU cores), full (a GPU); default full")
+                    "per XQuAD language, 500 per Home Depot period, 3 seeds, 2 CPU cores), full (a GPU: 300 and 800, budget 200); default full")
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--seeds", type=int, help="default: 1 with --quick, else 3")
     sp.add_argument("--datasets", default="xquad,homedepot", help="comma-separated: xquad, homedepot")

@@ -223,7 +223,7 @@ class RoundRunner:
         events = all_events[list(schema.IMPRESSION_COLUMNS)]
         reviews = escalations.read_resolved(self.ws.data)
         documents = self.documents()
-        labelled = stages.calibration_pairs(history.seed_set(self.ws), reviews, all_events, documents) \
+        labelled = self._calibration_pairs(reviews, documents) \
             if any(a.params().get("calibration") == "learned" for a in spec.agents) else None
         ctx = AnnotationContext(pairs=cands, documents=documents, seed=policy.seed + r, events=events,
                                 resolved=reviews, models=history.model_loader(self.ws, policy), labelled=labelled)
@@ -289,6 +289,28 @@ class RoundRunner:
         return {"success": True, "expectations": len(report.results), "labels": n}
 
     # ------------------------------------------------------------------ train
+    def _calibration_pairs(self, reviews, documents):
+        """The seed set plus every pair people graded so far (earlier rounds' human labels and
+        imported reviews; test queries never), with query text from Feast."""
+        import pandas as pd
+
+        from serm import featurestore
+
+        keys = ["query_id", "doc_id", "grade"]
+        labels = history.all_labels(self.ws)
+        human = labels[labels["status"] == LabelStatus.HUMAN][keys] if "status" in labels.columns else None
+        graded = pd.concat([x for x in (human, reviews[keys] if len(reviews) else None) if x is not None],
+                           ignore_index=True) if (human is not None or len(reviews)) else pd.DataFrame(columns=keys)
+        graded = graded[graded["grade"].notna() & ~graded["query_id"].isin(history.test_query_ids(self.ws))]
+        graded = graded.drop_duplicates(["query_id", "doc_id"], keep="last").reset_index(drop=True)
+        if len(graded):
+            rows = graded.assign(event_timestamp=pd.Timestamp.now(tz="UTC"))
+            feats = featurestore.historical_features(self.ws.root, rows[["query_id", "doc_id", "event_timestamp"]],
+                                                     ["query_features:query"])
+            graded["query"] = feats["query"].to_numpy()
+            graded = graded[graded["query"].notna()]
+        return stages.calibration_pairs(history.seed_set(self.ws), graded, documents)
+
     def training_examples(self, new_labels):
         """New trainable labels + replayed earlier labels (seed set included), with text read
         through Feast's historical retrieval (row counts checked there)."""

@@ -247,20 +247,20 @@ def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: di
     return Metrics(out, primary_metric)
 
 
-def calibration_pairs(seed, reviews, events, documents):
-    """Pairs with trusted grades, for agents with `calibration: learned`: the seed set plus every
-    human review whose query text (from `events`) and document (from `documents`) are known.
-    Columns: query_id, query, doc_id, doc_title, doc_text, locale, grade."""
+def calibration_pairs(seed, graded=None, documents=None):
+    """Pairs with trusted grades, for agents with `calibration: learned`: the seed set plus
+    `graded` (human-graded pairs with their query text: query_id, query, doc_id, grade), whose
+    documents and locale come from `documents` (doc_id, title, text, locale); a later grade of
+    a pair wins. Columns: query_id, query, doc_id, doc_title, doc_text, locale, grade."""
     import pandas as pd
 
     cols = ["query_id", "query", "doc_id", "doc_title", "doc_text", "locale", "grade"]
     parts = [seed[cols]] if seed is not None and len(seed) else []
-    if reviews is not None and len(reviews) and events is not None and len(events):
-        r = reviews[reviews["grade"].notna()][["query_id", "doc_id", "grade"]]
-        q = events[["query_id", "query"]].drop_duplicates("query_id")
+    if graded is not None and len(graded) and documents is not None and len(documents):
+        g = graded[graded["grade"].notna()][["query_id", "query", "doc_id", "grade"]]
         d = documents.rename(columns={"title": "doc_title", "text": "doc_text"})[
             ["doc_id", "doc_title", "doc_text", "locale"]].drop_duplicates("doc_id")
-        parts.append(r.merge(q, on="query_id").merge(d, on="doc_id")[cols])
+        parts.append(g.merge(d, on="doc_id")[cols])
     if not parts:
         return pd.DataFrame(columns=cols)
     out = pd.concat(parts, ignore_index=True).drop_duplicates(["query_id", "doc_id"], keep="last")

@@ -82,7 +82,7 @@ def paired_bootstrap_ci(a, b, resamples: int = RESAMPLES, seed: int = 0, level: 
     import numpy as np
 
     d = _paired(a, b)
-    if not len(d):
+    if not len(d) or resamples < 1:
         return float("nan"), float("nan")
     rng = np.random.default_rng([seed, 1])
     means = np.concatenate([d[rng.integers(0, len(d), size=(min(2000, resamples - s), len(d)))].mean(axis=1)

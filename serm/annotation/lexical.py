@@ -62,6 +62,8 @@ class LexicalJudge(AnnotationAgent):
         docs = ctx.documents
         scores, grades, locales = [], [], []
         for locale, part in labelled.groupby("locale", sort=False):
+            if not (docs["locale"] == locale).any():
+                continue            # no catalogue to score against in this locale
             retriever, pos, n = self._index(docs, locale)
             for r in part.itertuples(index=False):
                 rel, _ = self._relative(retriever, pos, n, r.query, r.doc_id)
@@ -76,6 +78,10 @@ class LexicalJudge(AnnotationAgent):
         cal = self.learn(ctx) if p.calibration == "learned" else None
         rows = []
         for locale, pairs in ctx.pairs.groupby("locale", sort=False):
+            if not (ctx.documents["locale"] == locale).any():
+                rows += [(r.query_id, r.doc_id, self.name, s, None, f"no {locale} documents to rank against", 0.0, 0, 0.0)
+                         for r in pairs.itertuples(index=False) for s in range(p.samples)]
+                continue
             thresholds = p.thresholds if cal is None else cal.for_locale(locale).thresholds
             note = "" if cal is None else f"; {cal.describe(locale)}"
             t0 = time.perf_counter()

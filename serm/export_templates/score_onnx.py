@@ -39,7 +39,8 @@ class OnnxReranker:
 
     def predict_proba(self, queries, texts, titles=None, batch_size=32):
         """(n, 4) grade probabilities; pairs are length-sorted into batches padded to their longest."""
-        titles = titles if titles is not None else [""] * len(texts)
+        queries, texts = list(queries), list(texts)
+        titles = list(titles) if titles is not None else [""] * len(texts)
         docs = [document(q, t, x, self.pre["window_words"], self.pre["passage"])
                 for q, t, x in zip(queries, titles, texts)]
         encodings = self.tokenizer.encode_batch(list(zip(queries, docs)))

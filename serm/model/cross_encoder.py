@@ -106,6 +106,10 @@ class RelevanceModel:
         self.tokenizer.save_pretrained(out_dir)
         if self.lexical is not None:
             self.lexical.save(out_dir)
+        else:
+            from serm.model.lexical import HEAD_FILE
+
+            (out_dir / HEAD_FILE).unlink(missing_ok=True)   # a directory reused for a model without one
         atomic_write_text(out_dir / schema.MODEL_SPEC, json.dumps(self.spec.model_dump(mode="json"), indent=2))
         if metrics is not None:
             atomic_write_text(out_dir / schema.MODEL_METRICS, json.dumps(metrics, indent=2, sort_keys=True))

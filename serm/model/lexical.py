@@ -8,8 +8,9 @@ English-only cross-encoder reads a 32–128-token window and little of a languag
 the features read the whole document in any script, so the head carries lexical matching into
 new languages while the network learns what matching misses. Measured in docs/benchmarks.md.
 
-A fresh head is fitted first on the features alone (weighted multinomial logistic regression,
-so the network starts from a ranking at least as good as the features'), then trained jointly.
+A fresh head is fitted first on the features alone (weighted multinomial logistic regression:
+the fresh network's near-zero logits are added on top, so training starts close to the
+features' own ranking), then trained jointly.
 It is part of the model: saved as `lexical_head.json` beside the HF weights, read back on load,
 and written into an export's `serm_preprocessing.json` so serving adds the same term.
 """

@@ -132,6 +132,12 @@ def test_round_two_evolves_on_the_next_batch(ws, policy):
     assert labels.set_index(["query_id", "doc_id"]).loc[key, "status"] == "human"
     ledger = json.loads((ws / "data" / "rounds" / "r0002" / "cost_ledger.json").read_text())
     assert {"lexical", "embedding", "click_evidence"} <= set(ledger["agents"])
+    # The learned lexical cut was fitted on the seed set plus that reviewed pair (query text from Feast).
+    seed_pairs = len(pd_read(ws / "data" / "seed" / "train.parquet"))
+    votes = pd_read(ws / "data" / "rounds" / "r0002" / "votes.parquet")
+    why = votes[(votes.agent == "lexical") & (votes["sample"] == 0)].rationale
+    fitted = {int(m) for m in why.str.extract(r"learned on (\d+) labelled pairs")[0].dropna()}
+    assert fitted == {seed_pairs + 1}, (fitted, seed_pairs)
     versions = json.loads(serm(ws, "versions", "--json").stdout)
     assert [v["version"] for v in versions["versions"]] == [0, 1, 2]
     assert versions["production"] == 2

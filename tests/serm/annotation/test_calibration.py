@@ -110,3 +110,19 @@ def test_a_locale_with_enough_labels_gets_its_own_cut():
     assert set(cal.per_locale) == {"en", "tr"}
     assert 0.5 < cal.for_locale("en").thresholds[2] < 0.7 and 0.25 < cal.for_locale("tr").thresholds[2] < 0.45
     assert cal.for_locale("th") is cal.pooled and cal.describe("th").startswith("pooled ")
+
+
+def test_calibration_pairs_join_human_grades_to_documents_and_later_grades_win(xq):
+    from serm import stages
+
+    seed, _, docs = xq
+    first = seed.iloc[0]
+    graded = pd.DataFrame({"query_id": [first.query_id, "q-new", "q-none"], "query": [first.query, "new q", "x"],
+                           "doc_id": [first.doc_id, seed.doc_id.iloc[5], "no-such-doc"],
+                           "grade": pd.array([0, 3, pd.NA], dtype="Int8")})
+    out = stages.calibration_pairs(seed, graded, docs)
+    assert len(out) == len(seed) + 1                        # the unknown document and the null grade are left out
+    assert out.loc[(out.query_id == first.query_id) & (out.doc_id == first.doc_id), "grade"].tolist() == [0]
+    new = out[out.query_id == "q-new"].iloc[0]
+    assert new.doc_text == docs.set_index("doc_id").loc[seed.doc_id.iloc[5], "text"] and new.locale == "en"
+    assert len(stages.calibration_pairs(None)) == 0

@@ -88,8 +88,13 @@ def test_a_head_is_part_of_the_model_logits_save_load_and_export(tmp_path, xquad
     again = RelevanceModel.load(tmp_path / "m", ModelSpec(**{**SPEC.model_dump(), "lexical_features": []}),
                                 device="cpu")
     np.testing.assert_allclose(again.logits(*args), fused, rtol=1e-4, atol=1e-4)
-    # no head without features asked and none saved
-    assert RelevanceModel.load("builtin:minilm-l6", ModelSpec(lexical_features=[]), device="cpu").lexical is None
+    # no head without features asked and none saved; re-saving such a model removes a stale head file
+    bare = RelevanceModel.load("builtin:minilm-l6", ModelSpec(lexical_features=[]), device="cpu")
+    assert bare.lexical is None
+    bare.save(tmp_path / "reused")
+    (tmp_path / "reused" / HEAD_FILE).write_text((tmp_path / "m" / HEAD_FILE).read_text())
+    bare.save(tmp_path / "reused")
+    assert not (tmp_path / "reused" / HEAD_FILE).exists()
 
     (tmp_path / "m" / HEAD_FILE).write_text("{not json")
     with pytest.raises(DataError, match="not a lexical head"):
@@ -98,8 +103,19 @@ def test_a_head_is_part_of_the_model_logits_save_load_and_export(tmp_path, xquad
     pytest.importorskip("onnxruntime")
     from serm.export import export_model
 
-    report = export_model(model, tmp_path / "onnx", "onnx", ref="test", check_pairs=pairs, log=lambda *_: None)
+    shuffled = pairs.sample(frac=1.0, random_state=1)      # a non-positional index: rows must stay aligned
+    report = export_model(model, tmp_path / "onnx", "onnx", ref="test", check_pairs=shuffled, log=lambda *_: None)
     assert report["check"]["max_abs_delta"] < 1e-3          # score_onnx.py adds the same offset
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("exported_score_onnx", tmp_path / "onnx" / "score_onnx.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    got = mod.OnnxReranker(tmp_path / "onnx").predict_proba(shuffled["query"], shuffled["doc_text"],
+                                                            shuffled["doc_title"])   # pandas Series, shuffled index
+    want = model.predict_proba(shuffled["query"].tolist(), shuffled["doc_title"].tolist(),
+                               shuffled["doc_text"].tolist())
+    np.testing.assert_allclose(got, want, atol=1e-3)
     pre = json.loads((tmp_path / "onnx" / "serm_preprocessing.json").read_text())
     assert pre["lexical_head"]["weight"] == saved["weight"]
     assert "lexical head" in (tmp_path / "onnx" / "README.md").read_text()
