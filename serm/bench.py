@@ -243,8 +243,10 @@ class Run:
 
 
 def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, seed: int, round_no: int,
-                    teacher, log) -> tuple:
-    """(new trainable labels, info) for one strategy in one round."""
+                    teacher, log, tunings: dict | None = None) -> tuple:
+    """(new trainable labels, info) for one strategy in one round. `tunings`: round -> the
+    agreement tuning's memo of that round (`agreement.tune`): its votes on the labelled pairs
+    are the same for every strategy (the seed set, the teacher, the round's seed)."""
     import numpy as np
     import pandas as pd
 
@@ -294,7 +296,12 @@ def _pick_and_label(run: Run, world: World, policy, pairs, events, budget: int, 
                             models=lambda ref: teacher, truth=world.grade,
                             labelled=stages.calibration_pairs(world.seed_set))
     human = SimulatedHuman(policy.annotation.human.budget, world.grade)
-    _, labels, _, rep = stages.annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None)
+    memo = None if tunings is None else tunings.setdefault(round_no, {})
+    _, labels, _, rep = stages.annotate(ctx, policy.annotation, round_no, policy.hash(), human, log=lambda *_: None,
+                                        tuning_memo=memo)
+    if "agreement_tuning" in rep:
+        info["agreement_used"] = rep["agreement_used"]
+        info["tuning_measured"] = rep["agreement_tuning"].get("measured")
     trainable = schema.trainable(labels)
     accepted = labels[labels.status == schema.LabelStatus.ACCEPTED]
     info.update(candidates=rep["candidates"], accepted=rep["accepted"], human_resolved=rep["human_resolved"],
@@ -355,12 +362,14 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
     seed_metrics, seed_pq = _metrics(base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
                 "_per_query": seed_pq} for s in strategies]
+    tunings: dict = {}    # round -> the agreement tuning's votes on the labelled pairs, shared
     for s in strategies:
         run = Run(s, clone(base))
         for r in range(rounds):
             t1 = time.perf_counter()
             pairs, events = streams[r]
-            new, info = _pick_and_label(run, world, policy, pairs, events, budget, seed, r + 1, teacher, log)
+            new, info = _pick_and_label(run, world, policy, pairs, events, budget, seed, r + 1, teacher, log,
+                                        tunings)
             trained = _train_round(run, world, policy, new, budget, seed, r + 1)
             m, pq = _metrics(run.model, world, r + 1, ks)
             rec = {"dataset": world.name, "seed": seed, "strategy": s, "round": r + 1, "batch": world.labels[r],

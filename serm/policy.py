@@ -23,6 +23,7 @@ from serm.policy_schema import (
     DETECTOR_TYPES,
     AgentSpec,
     AgreementSpec,
+    AgreementTuning,
     AnnotationSpec,
     CandidateSpec,
     ChecksSpec,
@@ -49,7 +50,7 @@ from serm.policy_schema import (
 )
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "DETECTOR_COLUMNS", "DETECTOR_TYPES", "MAX_POLICY_BYTES", "AgentSpec", "AgreementSpec",
+    "DEFAULT_THRESHOLDS", "DETECTOR_COLUMNS", "DETECTOR_TYPES", "MAX_POLICY_BYTES", "AgentSpec", "AgreementSpec", "AgreementTuning",
     "AnnotationSpec", "CandidateSpec", "ChecksSpec", "ClickSpec", "CombineSpec", "DataSpec", "DetectorSpec", "FilesData", "SimulatedData",
     "DetectorType", "DriftSpec", "Duration", "EvaluationSpec", "HumanSpec", "MiningSpec", "ModelSpec", "Policy",
     "PolicyError", "PrefilterSpec", "PromotionSpec", "TrainingSpec", "TriggerSpec", "VersioningSpec", "duration",

@@ -376,6 +376,20 @@ class MiningSpec(_Strict):
         return self
 
 
+class AgreementTuning(_Strict):
+    """Choose the agreement thresholds from the measured escalation/accuracy trade-off: the
+    agents vote on held-out labelled pairs (cross-fitted, so learned cuts never see the pairs
+    they grade) and the thresholds that escalate least while the accepted labels stay accurate
+    enough are used for the round (`serm.annotation.tuning`)."""
+
+    target_accuracy: float = Field(0.95, gt=0.25, le=1.0, description="accepted labels must be at least this "
+                                   "accurate on the held-out labelled pairs (a one-sided lower confidence bound)")
+    confidence: float = Field(0.9, ge=0.5, lt=1.0, description="the bound's confidence (Wilson); 0.5 = the point estimate")
+    max_pairs: int = Field(400, ge=20, description="labelled pairs (whole queries, drawn with the seed) the agents vote on")
+    min_pairs: int = Field(40, ge=10, description="with fewer labelled pairs the policy's thresholds stay")
+    folds: int = Field(2, ge=2, le=10, description="cross-fitting folds (by query) for agents that learn from labels")
+
+
 class AgreementSpec(_Strict):
     intra_min_share: float = Field(0.66, gt=0.0, le=1.0, description="2 of 3 samples = 0.667")
     inter_min_agents: int = Field(2, ge=1)
@@ -386,6 +400,8 @@ class AgreementSpec(_Strict):
         "majority", description="majority vote, Dawid-Skene posterior, or a reliability-weighted vote")
     reliability: Literal["dawid_skene", "human_audit"] = Field(
         "dawid_skene", description="weighted: agent accuracies from Dawid-Skene or from audited human labels")
+    tune: AgreementTuning | None = Field(None, description="choose the thresholds above each round from the "
+                                         "escalation/accuracy trade-off on labelled pairs; they are then the fallback")
 
 
 class HumanSpec(_Strict):

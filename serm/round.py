@@ -224,7 +224,8 @@ class RoundRunner:
         reviews = escalations.read_resolved(self.ws.data)
         documents = self.documents()
         labelled = self._calibration_pairs(reviews, documents) \
-            if any(a.params().get("calibration") == "learned" for a in spec.agents) else None
+            if spec.agreement.tune is not None \
+            or any(a.params().get("calibration") == "learned" for a in spec.agents) else None
         ctx = AnnotationContext(pairs=cands, documents=documents, seed=policy.seed + r, events=events,
                                 resolved=reviews, models=history.model_loader(self.ws, policy), labelled=labelled)
         truth = self.source.truth()    # simulation only: the simulated reviewer's, and the diagnostics

@@ -114,16 +114,20 @@ def mine(ctx, spec, round_no: int, labelled: set):
 
 # --------------------------------------------------------------------------- annotate
 def annotate(ctx, spec, round_no: int, policy_hash: str, human=None, log=print, cache=None, audits=None,
-             reviews=None, truth=None):
+             reviews=None, truth=None, tuning_memo=None):
     """(votes, labels, open escalations, report) for the candidates in `ctx` (an
     `AnnotationContext`) under `spec` (policy.annotation). `reviews`: imported reviewer grades
     not yet trained on; they train now, mined again or not. `truth`: the hidden grade, only in
-    simulation, for the report's diagnostics (never for a label)."""
+    simulation, for the report's diagnostics (never for a label). With `agreement.tune` the
+    thresholds are chosen from the measured trade-off (`serm.annotation.tuning`; `tuning_memo`:
+    see `serm.annotation.annotate.annotate`) and `report["agreement_used"]` holds them."""
     import pandas as pd
 
     from serm.annotation.annotate import REVIEWED, agent_accuracy, annotate as vote_and_agree, human_labels
 
-    votes, labels, open_esc, report = vote_and_agree(ctx, spec, round_no, policy_hash, human, log, cache, audits)
+    votes, labels, open_esc, report = vote_and_agree(ctx, spec, round_no, policy_hash, human, log, cache, audits,
+                                                     tuning_memo)
+    intra = report.get("agreement_used", {}).get("intra_min_share", spec.agreement.intra_min_share)
     waiting = without_pairs(reviews, pair_keys(labels)) if reviews is not None and len(reviews) else None
     if waiting is not None and len(waiting):
         labels = pd.concat([labels, human_labels(waiting, round_no, policy_hash)], ignore_index=True)
@@ -135,7 +139,7 @@ def annotate(ctx, spec, round_no: int, policy_hash: str, human=None, log=print, 
             hidden = [truth(q, d) for q, d in zip(acc.query_id, acc.doc_id)]
             report["simulation_accepted_label_accuracy"] = round(
                 float((acc["grade"].astype(int).to_numpy() == hidden).mean()), 4)
-        report["simulation_agent_accuracy"] = agent_accuracy(votes, spec.agreement.intra_min_share, truth)
+        report["simulation_agent_accuracy"] = agent_accuracy(votes, intra, truth)
     return votes, labels, open_esc, report
 
 

@@ -7,12 +7,10 @@ the label (status `human`); it takes no part in the agreement of the other agent
 
 from __future__ import annotations
 
-import dataclasses
-
-from serm.agents import build
 from serm.data import without_pairs
 from serm.annotation.agreement import level1, level2, reliabilities
-from serm.annotation.base import AnnotationContext, is_transient, votes_frame
+from serm.annotation.base import AnnotationContext
+from serm.annotation.voting import cast_votes
 from serm.schema import LabelStatus
 
 HUMAN = "human"
@@ -20,45 +18,25 @@ REVIEWED = "resolved by a reviewer"   # the `why` of a label a reviewer's import
 
 
 def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, human=None, log=print,
-             cache=None, audits=None):
+             cache=None, audits=None, tuning_memo=None):
     """Returns (votes, labels, open_escalations, report).
 
     `human`: a `SimulatedHuman` (or None) resolving escalations up to its budget; `cache`: a
     `VoteCache` (or None); `audits`: earlier level-1 grades beside human grades (agent, grade,
-    human_grade) for `reliability: human_audit`.
+    human_grade) for `reliability: human_audit`. With `agreement.tune` the thresholds are
+    chosen once the candidates' votes are in (`serm.annotation.tuning`; `tuning_memo`: a dict
+    keeping the votes on the labelled pairs for a rerun on the same inputs) and the report's
+    `agreement_tuning` says how.
     """
-    import time
-
     import pandas as pd
 
-    from serm.annotation import REGISTRY
-    from serm.annotation.cache import agent_key
+    votes, ledger = cast_votes(ctx, spec.agents, cache, log)
+    tuned = None
+    if spec.agreement.tune is not None:
+        from serm.annotation.tuning import tune_agreement
 
-    all_votes, ledger = [], {}
-    for agent_spec in spec.agents:
-        agent = build(REGISTRY, agent_spec)
-        t0 = time.perf_counter()
-        cached, todo = None, ctx.pairs
-        use_cache = cache is not None and agent.cacheable and len(ctx.pairs) > 0
-        if use_cache:
-            key = agent_key(agent, agent.cache_token(ctx))
-            cached, hit = cache.lookup(key, ctx.pairs)
-            todo = ctx.pairs[~hit]
-        fresh = agent.vote(dataclasses.replace(ctx, pairs=todo)) if len(todo) else None
-        if use_cache and fresh is not None:
-            cache.store(key, todo, fresh)
-        parts = [f.assign(cached=c) for f, c in ((cached, True), (fresh, False)) if f is not None and len(f)]
-        if not parts:
-            continue
-        v = pd.concat(parts, ignore_index=True)
-        seconds = round(time.perf_counter() - t0, 2)
-        for member, g in v.groupby("agent", sort=False):
-            ledger[member] = _ledger_entry(g, seconds)
-        log(f"  {agent}: {len(v)} votes ({int(v.cached.sum())} cached), "
-            f"{int(v['grade'].isna().sum())} abstentions ({seconds}s)")
-        all_votes.append(v)
-    votes = pd.concat(all_votes, ignore_index=True) if all_votes else votes_frame([]).assign(cached=False)
-    votes["cached"] = votes["cached"].astype(bool)
+        tuned = tune_agreement(ctx, spec, votes, cache, audits, log, tuning_memo)
+        spec = spec.model_copy(update={"agreement": tuned.spec})
 
     per_agent = level1(votes, spec.agreement.intra_min_share)
     by_human = per_agent[(per_agent.agent == HUMAN) & per_agent.grade.notna()]
@@ -103,6 +81,10 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
     report["escalation_rate"] = round(report["escalated_total"] / n, 4) if n else None
     if spec.agreement.aggregate == "weighted" and len(machine):
         report["reliability"] = reliabilities(machine, spec.agreement, audits)
+    if tuned is not None:
+        report["agreement_tuning"] = tuned.report
+        report["agreement_used"] = {k: getattr(spec.agreement, k) for k in
+                                    ("intra_min_share", "inter_min_agents", "inter_max_spread", "inter_min_agreement")}
     return votes, labels, labels[labels.status == LabelStatus.ESCALATED].copy(), report
 
 
@@ -129,13 +111,3 @@ def agent_accuracy(votes, intra_min_share: float, truth) -> dict:
         out[agent] = {"graded": int(len(graded)), "accuracy": round(right / len(graded), 4) if len(graded) else None}
     return out
 
-
-def _ledger_entry(g, seconds: float) -> dict:
-    """What one jury member did and cost this round; cached votes cost nothing again."""
-    fresh = g[~g.cached]
-    return {"votes": int(len(g)), "pairs": int(g[["query_id", "doc_id"]].drop_duplicates().shape[0]),
-            "cached_votes": int(g.cached.sum()), "abstentions": int(g["grade"].isna().sum()),
-            "transport_errors": int(sum(is_transient(r) for r in fresh["rationale"])),
-            "tokens": int(fresh["tokens"].sum()), "cost": round(float(fresh["cost"].sum()), 6),
-            "mean_latency_ms": round(float(fresh["latency_ms"].mean()), 2) if len(fresh) else 0.0,
-            "seconds": seconds}

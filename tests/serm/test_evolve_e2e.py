@@ -90,6 +90,17 @@ def test_round_one_runs_the_whole_pipeline(ws, v0_checksum, policy):
     assert "serm-model@v1.0.0" in git(ws, "tag")
     assert Workspace.at(ws).state()["next_batch"] == 2
     assert not (ws / ".serm" / "rounds" / "r0001").exists(), "staging is cleaned after the commit"
+    # The agreement thresholds were chosen on labelled seed pairs, measured on the candidates,
+    # and the labels were decided by them.
+    report = json.loads((rdir / "annotation_report.json").read_text())
+    tuning, used = report["agreement_tuning"], report["agreement_used"]
+    assert tuning["tuned"] and 20 <= tuning["pairs"] <= 60 and tuning["estimate"].startswith("candidates")
+    assert used == tuning["chosen"]
+    assert tuning["measured"]["escalation"] == pytest.approx(report["escalation_rate"], abs=1e-3) \
+        or report["human_resolved"] > 0
+    labels = pd_read(rdir / "labels.parquet")
+    accepted = labels[labels.status == "accepted"]
+    assert (accepted.agreement >= used["inter_min_agreement"]).all()
 
 
 def test_reviewers_resolve_escalations_between_rounds(ws, tmp_path):
@@ -118,6 +129,7 @@ def test_round_two_evolves_on_the_next_batch(ws, policy):
 
     res = serm(ws, "evolve", "--policy", policy, "--in-process")   # the same stages without kfp.local (round 1 used it)
     assert "stream batch 2" in res.stdout and "(de)" in res.stdout and "in this process" in res.stdout
+    assert "agreement tuned on" in res.stdout          # the annotate stage says what it chose, and on what
     # Production (v1) was round 1's candidate: its scores on the unchanged static test come back
     # from the score cache; only the new evolving test (de) and the candidate are scored.
     prod = re.search(r"\[evaluate\] production: (\d+) pair\(s\) scored, (\d+) from the score cache", res.stdout)
