@@ -379,12 +379,13 @@ class MiningSpec(_Strict):
 class AgreementTuning(_Strict):
     """Choose the agreement thresholds from the measured escalation/accuracy trade-off: the
     agents vote on held-out labelled pairs (cross-fitted, so learned cuts never see the pairs
-    they grade) and the thresholds that escalate least while the accepted labels stay accurate
-    enough are used for the round (`serm.annotation.tuning`)."""
+    they grade); each combination's escalations are counted on the round's candidates and their
+    accuracy estimated per vote pattern; the one escalating least while accurate enough is used
+    for the round (`serm.annotation.tuning`)."""
 
-    target_accuracy: float = Field(0.95, gt=0.25, le=1.0, description="accepted labels must be at least this "
-                                   "accurate on the held-out labelled pairs (a one-sided lower confidence bound)")
-    confidence: float = Field(0.9, ge=0.5, lt=1.0, description="the bound's confidence (Wilson); 0.5 = the point estimate")
+    target_accuracy: float = Field(0.95, gt=0.25, le=1.0, description="the accepted candidates' estimated accuracy "
+                                   "(per vote pattern, from the labelled pairs) must reach this, as a lower bound")
+    confidence: float = Field(0.9, ge=0.5, lt=1.0, description="the bound's one-sided confidence; 0.5 = the estimate itself")
     max_pairs: int = Field(400, ge=20, description="labelled pairs (whole queries, drawn with the seed) the agents vote on")
     min_pairs: int = Field(40, ge=10, description="with fewer labelled pairs the policy's thresholds stay")
     folds: int = Field(2, ge=2, le=10, description="cross-fitting folds (by query) for agents that learn from labels")

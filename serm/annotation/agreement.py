@@ -34,8 +34,9 @@ from serm.schema import LabelStatus
 GRADES = len(schema.GRADES)
 
 
-def level1(votes, intra_min_share: float):
-    """Per (pair, agent): grade (or null) and the modal share of its samples."""
+def level1(votes, intra_min_share: float, exact: bool = False):
+    """Per (pair, agent): grade (or null) and the modal share of its samples (rounded to 4
+    decimals unless `exact`)."""
     import pandas as pd
 
     rows = []
@@ -49,7 +50,7 @@ def level1(votes, intra_min_share: float):
         top = counts.max()
         mode = int(min(counts[counts == top].index))
         share = top / n
-        rows.append((q, d, agent, mode if share >= intra_min_share else None, round(share, 4)))
+        rows.append((q, d, agent, mode if share >= intra_min_share else None, share if exact else round(share, 4)))
     out = pd.DataFrame(rows, columns=list(schema.LEVEL1_COLUMNS))
     out["grade"] = out["grade"].astype("Int8")
     return out

@@ -91,6 +91,9 @@ class AnnotationAgent(Agent):
     #: False: the agent's votes depend on state outside its params (the `human` agent's on
     #: imported grades), so they are never cached.
     cacheable: bool = True
+    #: True: the agent grades from the batch's engagement (clicks), which labelled pairs lack;
+    #: agreement tuning leaves it out of the votes on labelled pairs.
+    uses_engagement: bool = False
 
     def cache_token(self, ctx: "AnnotationContext") -> str:
         """What else identifies this agent's judgments besides its params (a teacher: its

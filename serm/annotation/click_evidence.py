@@ -19,6 +19,10 @@ from serm.annotation.base import AnnotationAgent, AnnotationContext, grade_from_
 
 class ClickEvidence(AnnotationAgent):
     name = "click_evidence"
+    uses_engagement = True
+    # Its grade follows the batch's clicks, which the vote cache's key (params, query and
+    # document text) does not see; it costs milliseconds, so it is never cached.
+    cacheable = False
 
     class Params(AgentParams):
         model: Literal["pbm", "ctr"] = "pbm"

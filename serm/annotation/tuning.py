@@ -6,28 +6,35 @@ trade-off and uses the thresholds that escalate least while the accepted labels 
 
 1. Labelled pairs: up to `max_pairs` of the pairs whose grades are known (the seed set and
    human-reviewed pairs, the context's `labelled`), whole queries drawn with the round's seed,
-   split into `folds` by query. The jury's agents (every agent but `human`, which would vote
-   the answer) vote on each fold with the *other* labelled pairs as their `labelled` context,
-   so an agent that learns its cuts from labels (`calibration: learned`) never grades a pair it
-   was fitted on. The labelled pairs carry no clicks, so click agents abstain on them.
+   split into `folds` by query. The jury's agents vote on each fold with the *other* labelled
+   pairs as their `labelled` context, so an agent that learns its cuts from labels
+   (`calibration: learned`) never grades a pair it was fitted on. Not run there: `human`
+   (it would vote the answer) and agents that grade from clicks (`uses_engagement`: labelled
+   pairs were never shown). A `teacher` that is a workspace version was trained on the seed
+   set and reviewed pairs, so it grades them in-sample and its patterns look better than they
+   are: give it a model trained apart (as `serm bench` does) or expect an optimistic estimate.
 2. Every combination of `intra_min_share` (the modal shares the votes show), `inter_min_agents`
    (1 … the voters), `inter_max_spread` (0 … 3) and `inter_min_agreement` (the agreements the
    votes show, at most 40) is applied.
 3. Measured, once the round's candidates have their votes: the share of the *candidates*
    escalated, counted exactly, and the accuracy of the accepted candidates, estimated per vote
    pattern: each accepted candidate counts at the accuracy the labelled pairs show for its
-   pattern (the label's grade, how many agents voted it, how many another grade; counted over
-   the agents that vote on labelled pairs, which click agents do not), Laplace smoothed, so a pattern the labelled pairs never show counts 1/2. Mined candidates
-   are harder than labelled pairs (they are picked for it): measured on the labelled pairs
-   alone, the benchmark's jury looked 98% right with nothing escalated and was 91% right on
-   the candidates. The bound is the estimate minus z(`confidence`) standard deviations of the
-   patterns' Beta posteriors. Without candidate votes (a direct call), both are measured on the
-   labelled pairs, with a one-sided Wilson bound.
+   pattern (the label's grade and how many of the agents run on labelled pairs voted it, a
+   higher grade, a lower one), Laplace smoothed, so a pattern the labelled pairs never show
+   counts 1/2 and pulls the estimate down. Mined candidates are harder than labelled pairs
+   (they are picked for it): measured on the labelled pairs alone, the benchmark's jury looked
+   98% right with nothing escalated and was 91% right on the candidates. The bound is the
+   estimate minus z(`confidence`) standard deviations (the patterns' Beta posteriors, and the
+   binomial spread of the few accepted labels). It is a guard, not a strict confidence bound:
+   it is maximised over about a thousand correlated combinations, so it leans optimistic; the
+   benchmark's rounds showed the estimate off by up to 12 points. Without candidate votes (a
+   direct call), both are measured on the labelled pairs, with a one-sided Wilson bound.
 4. Chosen: the combination with the fewest escalations whose bound reaches `target_accuracy`
-   (ties: the more accurate, then the policy's own values). Where none reaches it, the one
-   with the highest bound, flagged `met: false`, so a jury too weak for the target escalates
-   rather than trains on bad labels. Fewer than `min_pairs` labelled pairs keep the policy's
-   thresholds.
+   (ties: the higher bound, then the policy's own values, then the stricter). Where none
+   reaches it, the one with the highest bound, flagged `met: false`: still short of the target,
+   but as close to it as this jury gets. The policy's thresholds stay when fewer than
+   `min_pairs` labelled pairs are drawn, when no agent runs on labelled pairs, and in a round
+   without candidates.
 
 The estimate assumes a vote pattern is as often right on the candidates as on the labelled
 pairs; a new language or a grade mix the labelled pairs lack breaks that, which is why the
@@ -98,17 +105,30 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
     pairs are kept in and reused from (the same labelled pairs, agents, teacher and seed)."""
     from serm.annotation.voting import cast_votes
 
+    from serm.agents import build
+    from serm.annotation import REGISTRY
+
     t = spec.agreement.tune
     base = spec.agreement.model_copy(update={"tune": None})
+
+    def keep(why: str) -> Tuned:
+        return Tuned(base, {"tuned": False, "why": f"{why}: the policy's thresholds stay", "chosen": _thresholds(base)})
+
+    voters = [a for a in spec.agents if a.name != HUMAN]
+    # agents grading from clicks abstain on labelled pairs (never shown): they are not run there
+    judges = [a for a in voters if not build(REGISTRY, a).uses_engagement]
     labelled = ctx.labelled
-    n_labelled = 0 if labelled is None else len(labelled)
-    if n_labelled < t.min_pairs:
-        return Tuned(base, {"tuned": False, "why": f"{n_labelled} labelled pair(s) < tune.min_pairs {t.min_pairs}: "
-                                                   f"the policy's thresholds stay", "chosen": _thresholds(base)})
+    pairs = held_out_pairs(labelled, t.max_pairs, ctx.seed) if labelled is not None and len(labelled) else None
+    n_held = 0 if pairs is None else len(pairs)
+    if n_held < t.min_pairs:
+        return keep(f"{n_held} labelled pair(s) drawn (of {0 if labelled is None else len(labelled)}) "
+                    f"< tune.min_pairs {t.min_pairs}")
+    if not judges:
+        return keep("no agent besides `human` and click agents votes on labelled pairs")
+    if candidate_votes is not None and not len(candidate_votes):
+        return keep("no candidates this round")
     import pandas as pd
 
-    pairs = held_out_pairs(labelled, t.max_pairs, ctx.seed)
-    voters = [a for a in spec.agents if a.name != HUMAN]
     queries = sorted(pairs.query_id.unique())
     folds = min(t.folds, len(queries))
     if memo is not None and "votes" in memo:
@@ -122,7 +142,7 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
                 continue
             fit_on = labelled[~labelled.query_id.isin(set(fold.query_id))].reset_index(drop=True)
             fctx = dataclasses.replace(ctx, pairs=_as_candidates(fold), labelled=fit_on, events=None, resolved=None)
-            v, ledger = cast_votes(fctx, voters, cache, log=lambda *_: None)
+            v, ledger = cast_votes(fctx, judges, cache, log=lambda *_: None)
             parts.append(v)
             cost += sum(e["cost"] for e in ledger.values())
             tokens += sum(e["tokens"] for e in ledger.values())
@@ -190,11 +210,11 @@ def _machine_votes(votes):
 def _pair_stats(votes, share: float, spec, audits, keys, judged=None):
     """Per pair of `keys` under intra share `share`: voting agents, spread, aggregated grade
     (or -1), its agreement (`spec`'s aggregation), whether it has one, and its support: how many
-    of the `judged` agents (None: all) voted that grade, and how many voted another."""
+    of the `judged` agents (None: all) voted that grade, a higher one, a lower one."""
     import numpy as np
     import pandas as pd
 
-    raw = level1(votes, 1e-9)
+    raw = level1(votes, 1e-9, exact=True)
     per_agent = raw.assign(grade=raw["grade"].where(raw["intra_share"] >= share))
     loose = spec.model_copy(update=dict(intra_min_share=share, inter_min_agents=1, inter_max_spread=3,
                                         inter_min_agreement=0.0))
@@ -209,13 +229,14 @@ def _pair_stats(votes, share: float, spec, audits, keys, judged=None):
     grade = grade.fillna(-1).astype(int).to_numpy()
     sub = voting if judged is None else voting[voting.agent.isin(judged)]
     label_of = pd.Series(grade, index=idx)
-    same = sub["grade"].to_numpy() == label_of.reindex(pd.MultiIndex.from_arrays([sub.query_id, sub.doc_id])).to_numpy()
-    counts = pd.DataFrame({"query_id": sub.query_id.to_numpy(), "doc_id": sub.doc_id.to_numpy(), "same": same,
-                           "other": ~same}).groupby(["query_id", "doc_id"])[["same", "other"]].sum()
-    agree_n = counts["same"].reindex(idx).fillna(0).to_numpy().astype(int)
-    other_n = counts["other"].reindex(idx).fillna(0).to_numpy().astype(int)
+    lab = label_of.reindex(pd.MultiIndex.from_arrays([sub.query_id, sub.doc_id])).to_numpy()
+    g = sub["grade"].to_numpy()
+    counts = pd.DataFrame({"query_id": sub.query_id.to_numpy(), "doc_id": sub.doc_id.to_numpy(), "same": g == lab,
+                           "above": g > lab, "below": g < lab}).groupby(["query_id", "doc_id"])[
+        ["same", "above", "below"]].sum()
+    support = [counts[c].reindex(idx).fillna(0).to_numpy().astype(int) for c in ("same", "above", "below")]
     agreement = labels["agreement"].reindex(idx).fillna(0).to_numpy()
-    return n, spread, grade, agreement, has, agree_n, other_n, set(voting.agent)
+    return n, spread, grade, agreement, has, support, set(voting.agent)
 
 
 def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=None):
@@ -233,26 +254,26 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
 
     keys = list(truth)
     total = len(keys)
-    raw = level1(votes, 1e-9)                     # every agent's modal grade and its share
+    raw = level1(votes, 1e-9, exact=True)         # every agent's modal grade and its share
     observed = list(raw["intra_share"])
     if candidates is not None:
         ckeys = list(dict.fromkeys(zip(candidates.query_id, candidates.doc_id)))
-        observed += list(level1(candidates, 1e-9)["intra_share"])
+        observed += list(level1(candidates, 1e-9, exact=True)["intra_share"])
     shares = sorted({_share_cut(float(s)) for s in observed if s > 0} | {spec.intra_min_share})
     truth_arr = np.array([truth[k] for k in keys])
     rows = []
     for share in shares:
-        n, spread, grade, agree, has, lab_same, lab_other, judged = _pair_stats(votes, share, spec, audits, keys)
+        n, spread, grade, agree, has, lab_support, judged = _pair_stats(votes, share, spec, audits, keys)
         right = has & (grade == truth_arr)
         cuts = np.unique(np.floor(agree[has] * 1e4) / 1e4)
         if candidates is not None:
-            cn, cspread, cgrade, cagree, chas, c_same, c_other, _ = _pair_stats(candidates, share, spec, audits,
-                                                                                ckeys, judged)
+            cn, cspread, cgrade, cagree, chas, c_support, _ = _pair_stats(candidates, share, spec, audits,
+                                                                          ckeys, judged)
             cuts = np.unique(np.concatenate([cuts, np.floor(cagree[chas] * 1e4) / 1e4]))
             # vote patterns over the agents that vote on labelled pairs (click agents do not):
-            # the label's grade, how many of them voted it, how many another grade
-            lab_cells = pd.Series(list(zip(grade, lab_same, lab_other)))
-            cand_cells = pd.Series(list(zip(cgrade, c_same, c_other)))
+            # the label's grade, how many of them voted it, a higher grade, a lower one
+            lab_cells = pd.Series(list(zip(grade, *lab_support)))
+            cand_cells = pd.Series(list(zip(cgrade, *c_support)))
             codes, uniques = pd.factorize(pd.concat([lab_cells, cand_cells], ignore_index=True))
             lab_code, cand_code = codes[:total], codes[total:]
             k_cell = np.bincount(lab_code[has], weights=right[has].astype(float), minlength=len(uniques))
@@ -275,7 +296,8 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
                         if mc:
                             counts = np.bincount(cand_code[cacc], minlength=len(uniques))
                             est = float((counts * p_cell).sum() / mc)
-                            sd = float(np.sqrt((counts ** 2 * v_cell).sum()) / mc)
+                            # the patterns' rates, and which of the mc accepted labels are right
+                            sd = float(np.sqrt((counts ** 2 * v_cell).sum() / mc ** 2 + est * (1 - est) / mc))
                         else:
                             est, sd = float("nan"), 0.0
                         row += [len(ckeys), mc, est, sd]
@@ -293,15 +315,15 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
 
 
 def _share_cut(share: float) -> float:
-    """The `intra_min_share` that keeps exactly the modal shares ≥ `share` (level 1 reports them
-    rounded to 4 decimals: 2 of 3 = 0.6667 is kept by 0.66665, not by 0.6667)."""
-    return share if abs(share - round(share, 2)) < 1e-9 else round(share - 5e-5, 5)
+    """The `intra_min_share` (4 decimals) that keeps exactly the modal shares ≥ `share` (an exact
+    share k/n): 2 of 3 is kept by 0.6666, and no smaller share of a few samples is."""
+    return math.floor(share * 1e4 + 1e-9) / 1e4
 
 
 def choose(curve, spec, target: float) -> tuple[dict, bool]:
     """(the chosen row, whether it reaches `target`): the fewest escalations among the rows
-    whose accuracy bound (`bound`) reaches the target; else the highest bound. Ties: the more
-    accurate, then the policy's own thresholds, then the stricter ones."""
+    whose accuracy bound (`bound`) reaches the target; else the highest bound. Ties: the higher
+    bound (then the fewer escalations), the policy's own thresholds, the stricter ones."""
     c = curve.assign(is_policy=_is_policy(curve, spec))
     ok = c[c["bound"] >= target]
     met = len(ok) > 0

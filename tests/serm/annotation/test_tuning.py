@@ -202,7 +202,7 @@ def test_too_few_labelled_pairs_keep_the_policy_thresholds(xq):
     labelled, stream, docs = xq
     ctx = AnnotationContext(pairs=stream, documents=docs, seed=5, labelled=labelled.head(10))
     tuned = tune_agreement(ctx, _spec(min_pairs=40))
-    assert not tuned.report["tuned"] and "10 labelled pair(s) < tune.min_pairs 40" in tuned.report["why"]
+    assert not tuned.report["tuned"] and "10 labelled pair(s) drawn (of 10) < tune.min_pairs 40" in tuned.report["why"]
     assert (tuned.spec.intra_min_share, tuned.spec.inter_min_agents, tuned.spec.inter_max_spread) == (1.0, 2, 0)
     assert tuned.spec.tune is None
 
@@ -229,3 +229,15 @@ def test_a_chosen_intra_share_keeps_what_the_trade_off_counted():
     top = float(kept.intra_min_share.max())
     assert 0.66 < top < 0.6667
     assert level1(votes, top).grade.tolist() == [3]
+
+
+def test_click_agents_are_not_run_on_labelled_pairs_and_a_round_without_candidates_keeps_the_policy(xq):
+    labelled, stream, docs = xq
+    spec = _spec()
+    spec = spec.model_copy(update={"agents": [*spec.agents, type(spec.agents[0]).model_validate(
+        {"name": "click_evidence", "model": "ctr", "min_sessions": 1})]})
+    ctx = AnnotationContext(pairs=stream, documents=docs, seed=5, labelled=labelled, truth=lambda q, d: 0)
+    tuned = tune_agreement(ctx, spec)
+    assert set(tuned.votes.agent) == {"lexical", "noisy_judge"}          # labelled pairs were never shown
+    kept = tune_agreement(ctx, spec, candidate_votes=tuned.votes.iloc[0:0])
+    assert not kept.report["tuned"] and "no candidates this round" in kept.report["why"]
