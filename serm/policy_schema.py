@@ -389,6 +389,8 @@ class AgreementTuning(_Strict):
     max_pairs: int = Field(400, ge=20, description="labelled pairs (whole queries, drawn with the seed) the agents vote on")
     min_pairs: int = Field(40, ge=10, description="with fewer labelled pairs the policy's thresholds stay")
     folds: int = Field(2, ge=2, le=10, description="cross-fitting folds (by query) for agents that learn from labels")
+    bound: Literal["round", "rate"] = Field("round", description="round: this round's accepted labels reach the "
+                                            "target (cautious on small rounds); rate: labels accepted this way do")
 
 
 class AgreementSpec(_Strict):

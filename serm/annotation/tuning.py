@@ -24,8 +24,11 @@ trade-off and uses the thresholds that escalate least while the accepted labels 
    counts 1/2 and pulls the estimate down. Mined candidates are harder than labelled pairs
    (they are picked for it): measured on the labelled pairs alone, the benchmark's jury looked
    98% right with nothing escalated and was 91% right on the candidates. The bound is the
-   estimate minus z(`confidence`) standard deviations (the patterns' Beta posteriors, and the
-   binomial spread of the few accepted labels). It is a guard, not a strict confidence bound:
+   estimate minus z(`confidence`) standard deviations: with `bound: round` (the default) of
+   the patterns' Beta posteriors and the binomial spread of the round's few accepted labels
+   ("this round's labels are at least the target right"), with `bound: rate` of the posteriors
+   only ("labels accepted this way are"); on a round of 30 labels near 60% right the binomial
+   spread alone is ±9 points, so `round` escalates much more. It is a guard, not a strict confidence bound:
    it is maximised over about a thousand correlated combinations, so it leans optimistic; the
    benchmark's rounds showed the estimate off by up to 12 points. Without candidate votes (a
    direct call), both are measured on the labelled pairs, with a one-sided Wilson bound.
@@ -159,7 +162,8 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
                                       "accepted": "labelled_accepted"})
         curve["escalation"], curve["accepted"] = curve["cand_escalation"], curve["cand_accepted"]
         curve["accuracy"] = curve["est_accuracy"]
-        curve["bound"] = (curve["est_accuracy"] - z * curve["est_sd"]).clip(lower=0.0).where(curve["accepted"] > 0, 0.0)
+        var = curve["rate_var"] + (curve["round_var"] if t.bound == "round" else 0.0)
+        curve["bound"] = (curve["est_accuracy"] - z * var ** 0.5).clip(lower=0.0).where(curve["accepted"] > 0, 0.0)
     else:
         curve["bound"] = wilson_lower(curve["correct"], curve["accepted"], t.confidence)
     chosen, met = choose(curve, base, t.target_accuracy)
@@ -169,7 +173,7 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
         "tuned": True, "met": met, "pairs": int(len(pairs)), "queries": len(queries), "folds": folds,
         "estimate": "candidates, accuracy per vote pattern" if weighted else "labelled pairs",
         "candidates": int(curve["cand_pairs"].iloc[0]) if weighted else 0,
-        "target_accuracy": t.target_accuracy, "confidence": t.confidence,
+        "target_accuracy": t.target_accuracy, "confidence": t.confidence, "bound": t.bound,
         "locales": {str(k): int(v) for k, v in pairs.locale.value_counts().items()} if "locale" in pairs.columns else {},
         "chosen": _thresholds(tuned), "measured": _measured(chosen),
         "policy": {**_thresholds(base), **(_measured(policy_row) if policy_row is not None else {})},
@@ -244,7 +248,8 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
     knows): a frame of the thresholds, `accepted`, `correct`, `pairs`, `escalation`, `accuracy`
     on the labelled pairs. With `candidates` (the jury's votes on the round's candidates), also
     `cand_pairs`, `cand_accepted`, `cand_escalation` (counted on the candidates) and
-    `est_accuracy` ± `est_sd`: the accepted candidates' accuracy, each candidate counted at the
+    `est_accuracy` with `rate_var` (the variance from the patterns' rates) and `round_var` (the
+    binomial variance of which of the accepted labels are right): the accepted candidates' accuracy, each candidate counted at the
     labelled pairs' accuracy of its vote pattern (the label's grade, how many of the agents that
     vote on labelled pairs voted it and how many another grade; Laplace smoothed, so a pattern
     never seen on labelled pairs counts 1/2).
@@ -297,14 +302,15 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
                             counts = np.bincount(cand_code[cacc], minlength=len(uniques))
                             est = float((counts * p_cell).sum() / mc)
                             # the patterns' rates, and which of the mc accepted labels are right
-                            sd = float(np.sqrt((counts ** 2 * v_cell).sum() / mc ** 2 + est * (1 - est) / mc))
+                            rate_var = float((counts ** 2 * v_cell).sum() / mc ** 2)
+                            round_var = est * (1 - est) / mc
                         else:
-                            est, sd = float("nan"), 0.0
-                        row += [len(ckeys), mc, est, sd]
+                            est, rate_var, round_var = float("nan"), 0.0, 0.0
+                        row += [len(ckeys), mc, est, rate_var, round_var]
                     rows.append(tuple(row))
     cols = [*_THRESHOLDS, "accepted", "correct"]
     if candidates is not None:
-        cols += ["cand_pairs", "cand_accepted", "est_accuracy", "est_sd"]
+        cols += ["cand_pairs", "cand_accepted", "est_accuracy", "rate_var", "round_var"]
     out = pd.DataFrame(rows, columns=cols)
     out["pairs"] = total
     out["escalation"] = 1.0 - out["accepted"] / max(1, total)

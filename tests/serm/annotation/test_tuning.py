@@ -88,7 +88,7 @@ def test_candidates_harder_than_the_labelled_pairs_are_estimated_by_their_vote_p
                      & (curve.inter_min_agents == 1) & (curve.inter_min_agreement == 0)].iloc[0]
     assert agreeing.cand_accepted == 50 and agreeing.est_accuracy == pytest.approx(96 / 97)
     curve = curve.assign(escalation=curve.cand_escalation, accuracy=curve.est_accuracy, accepted=curve.cand_accepted)
-    curve["bound"] = curve.est_accuracy - 1.2816 * curve.est_sd
+    curve["bound"] = curve.est_accuracy - 1.2816 * curve.rate_var ** 0.5
     row, met = choose(curve, spec, target=0.95)
     assert met and row["escalation"] == pytest.approx(0.5)
 
@@ -241,3 +241,24 @@ def test_click_agents_are_not_run_on_labelled_pairs_and_a_round_without_candidat
     assert set(tuned.votes.agent) == {"lexical", "noisy_judge"}          # labelled pairs were never shown
     kept = tune_agreement(ctx, spec, candidate_votes=tuned.votes.iloc[0:0])
     assert not kept.report["tuned"] and "no candidates this round" in kept.report["why"]
+
+
+def test_a_bound_on_the_round_is_more_cautious_than_one_on_the_rate(xq):
+    """`bound: round` adds the binomial spread of the round's few accepted labels: it never
+    escalates fewer candidates than `bound: rate` on the same votes."""
+    from serm import stages
+
+    labelled, stream, docs = xq
+    truth = dict(zip(zip(stream.query_id, stream.doc_id), stream.grade))
+    ctx = AnnotationContext(pairs=stream.drop(columns="grade"), documents=docs, seed=5, labelled=labelled,
+                            truth=lambda q, d: int(truth.get((q, d), 0)))
+    reports = {}
+    memo = {}
+    for bound in ("round", "rate"):
+        spec = _spec(bound=bound, target_accuracy=0.97)
+        reports[bound] = stages.annotate(ctx, spec, 1, "h", log=lambda *_: None, tuning_memo=memo)[3]
+    r, q = reports["round"]["agreement_tuning"], reports["rate"]["agreement_tuning"]
+    assert r["bound"] == "round" and q["bound"] == "rate"
+    assert q["measured"]["escalation"] <= r["measured"]["escalation"]
+    assert q["measured"]["accuracy_bound"] >= r["measured"]["accuracy_bound"] or \
+        q["measured"]["escalation"] < r["measured"]["escalation"]
