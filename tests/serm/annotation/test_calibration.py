@@ -12,8 +12,8 @@ from serm.annotation.calibration import fit_thresholds
 from serm.annotation.embedding import EmbeddingJudge
 from serm.annotation.lexical import LexicalJudge
 from serm.annotation.base import grade_from_thresholds
-from serm.data import xquad
 from serm.errors import DataError
+from tests.serm.annotation.xquad_pairs import english_splits
 
 
 def test_graded_scores_get_graded_cuts():
@@ -57,11 +57,7 @@ def test_too_few_labelled_pairs_are_refused():
 
 @pytest.fixture(scope="module")
 def xq():
-    q, paras = xquad.load_questions(), xquad.load_paragraphs()
-    en = q[q.locale == "en"]
-    seed = xquad.candidate_lists(en.head(40), paras, 2, 3, seed=2)
-    held = xquad.candidate_lists(en.iloc[40:70], paras, 2, 3, seed=2)
-    return seed, held, xquad.documents()
+    return english_splits(40, 30)          # the labelled seed pairs, held-out pairs, the documents
 
 
 def _accuracy(votes, pairs):

@@ -10,8 +10,8 @@ import pytest
 
 from serm.annotation.base import AnnotationContext
 from serm.annotation.tuning import choose, held_out_pairs, pareto_front, trade_off, tune_agreement, wilson_lower
-from serm.data import xquad
 from serm.policy import AgreementSpec, AnnotationSpec
+from tests.serm.annotation.xquad_pairs import english_splits
 
 
 def _jury(n=200, disagree=None, prefix="q"):
@@ -108,11 +108,7 @@ def test_weighted_aggregation_moves_the_trade_off():
 
 @pytest.fixture(scope="module")
 def xq():
-    q, paras = xquad.load_questions(), xquad.load_paragraphs()
-    en = q[q.locale == "en"]
-    labelled = xquad.candidate_lists(en.head(60), paras, 2, 3, seed=2)
-    stream = xquad.candidate_lists(en.iloc[60:75], paras, 2, 3, seed=2)
-    return labelled, stream, xquad.documents()
+    return english_splits(60, 15)          # labelled pairs, a stream, the documents
 
 
 def _spec(**tune):
