@@ -48,9 +48,7 @@ def main(argv=None) -> int:
     from serm import bench, stages
     from serm.annotation.base import AnnotationContext
     from serm.annotation.human import SimulatedHuman
-    from serm.data.stream import simulate_clicks
-    from serm.model.cross_encoder import RelevanceModel
-    from serm.model.training import set_seed, train
+    from serm.mining.base import MiningContext, ModelVersions
     from serm.policy import AgreementTuning, load_policy
     from serm.schema import LabelStatus
 
@@ -66,11 +64,8 @@ def main(argv=None) -> int:
         update={"tune": AgreementTuning(target_accuracy=a.target)})})
     arms = {"hand-set": hand, "tuned": tuned}
 
-    set_seed(seed)
-    base = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
-    teacher = bench.clone(base)
-    train(teacher, world.teacher_pool, policy.training, seed + 1, epochs=policy.training.seed_epochs, log=lambda *_: None)
-    train(base, world.seed_set, policy.training, seed, epochs=policy.training.seed_epochs, log=lambda *_: None)
+    base, teacher = bench.seed_models(world, policy, seed, with_teacher=True, log=lambda *_: None)
+    streams = bench.simulated_streams(world, base, policy, seed)
     print(f"{a.dataset}: seed model and teacher trained ({time.perf_counter() - t0:.0f}s); "
           f"{len(world.seed_set)} labelled seed pairs; budget {budget} per round", flush=True)
 
@@ -78,14 +73,8 @@ def main(argv=None) -> int:
     agent_totals: dict = {}
     rows, totals = [], {arm: {"candidates": 0, "escalated": 0, "accepted": 0, "right": 0, "within1": 0} for arm in arms}
     labelled = stages.calibration_pairs(world.seed_set)
-    for r, batch in enumerate(world.batches):
+    for r, (pairs, events) in enumerate(streams):
         rnd = r + 1
-        scores = base.score(batch["query"].tolist(), batch["doc_title"].tolist(), batch["doc_text"].tolist())
-        events = simulate_clicks(batch, scores, policy.data.clicks, rnd, seed, "2026-01-01T00:00:00Z")
-        pairs = batch.drop(columns=[c for c in ("grade", "question_id", "mean_rating") if c in batch.columns])
-        pairs = pairs.merge(bench.pair_features(events), on=["query_id", "doc_id"], how="left").reset_index(drop=True)
-        from serm.mining.base import MiningContext, ModelVersions
-
         reference = sorted(set(world.seed_set["query"]))
         mctx = MiningContext(pairs=pairs, events=events, reference_queries=reference,
                              models=ModelVersions(production=rnd, loaders={rnd: lambda: run.model}))

@@ -332,26 +332,31 @@ def _train_round(run: Run, world: World, policy, new, budget: int, seed: int, ro
     return {"examples": int(len(examples)), "new_labels": int(len(new)), "train_seconds": result.seconds}
 
 
-def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log) -> list[dict]:
-    """Every strategy over `rounds` rounds of `world` from one seed model; one record per
-    (strategy, round), round 0 being the seed model."""
-    from serm import schema
-    from serm.data.stream import simulate_clicks
+def seed_models(world: World, policy, seed: int, with_teacher: bool, log=print) -> tuple:
+    """(seed model, teacher or None) of `world`: both from the policy's base model, the teacher
+    on the disjoint gold pool (seed + 1), the seed model on the seed set (`seed`)."""
     from serm.model.cross_encoder import RelevanceModel
     from serm.model.training import set_seed, train
 
-    t0 = time.perf_counter()
     set_seed(seed)
     base = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
     teacher = None
-    if any(s in ANNOTATED for s in strategies) and any(a.name == "teacher" for a in policy.annotation.agents):
+    if with_teacher:
         teacher = clone(base)
         res = train(teacher, world.teacher_pool, policy.training, seed + 1, epochs=policy.training.seed_epochs,
                     log=lambda *_: None)
         log(f"  [{world.name} seed {seed}] teacher on {len(world.teacher_pool)} gold pairs ({res.seconds:.0f}s)")
     res = train(base, world.seed_set, policy.training, seed, epochs=policy.training.seed_epochs, log=lambda *_: None)
     log(f"  [{world.name} seed {seed}] seed model on {len(world.seed_set)} gold pairs ({res.seconds:.0f}s)")
-    # One stream for every strategy: ranked by the seed model, clicks from the hidden grades.
+    return base, teacher
+
+
+def simulated_streams(world: World, base, policy, seed: int) -> list[tuple]:
+    """Per round, (pairs with their engagement features, impressions): one stream for every
+    strategy, ranked by the seed model `base`, clicks simulated from the hidden grades."""
+    from serm import schema
+    from serm.data.stream import simulate_clicks
+
     streams = []
     for r, batch in enumerate(world.batches):
         scores = base.score(batch["query"].tolist(), batch["doc_title"].tolist(), batch["doc_text"].tolist())
@@ -359,6 +364,17 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
         pairs = batch.drop(columns=[c for c in ("grade", "question_id", "mean_rating") if c in batch.columns])
         pairs = pairs.merge(pair_features(events), on=["query_id", "doc_id"], how="left")
         streams.append((pairs.reset_index(drop=True), events[list(schema.IMPRESSION_COLUMNS)]))
+    return streams
+
+
+def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log) -> list[dict]:
+    """Every strategy over `rounds` rounds of `world` from one seed model; one record per
+    (strategy, round), round 0 being the seed model."""
+    t0 = time.perf_counter()
+    with_teacher = any(s in ANNOTATED for s in strategies) and any(a.name == "teacher"
+                                                                   for a in policy.annotation.agents)
+    base, teacher = seed_models(world, policy, seed, with_teacher, log)
+    streams = simulated_streams(world, base, policy, seed)
     seed_metrics, seed_pq = _metrics(base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
                 "_per_query": seed_pq} for s in strategies]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from serm.data import without_pairs
 from serm.annotation.agreement import level1, level2, reliabilities
-from serm.annotation.base import AnnotationContext
+from serm.annotation.base import HUMAN, AnnotationContext
 from serm.annotation.voting import cast_votes
 from serm.schema import LabelStatus
 
-HUMAN = "human"
 REVIEWED = "resolved by a reviewer"   # the `why` of a label a reviewer's imported grade decided
 
 
@@ -31,18 +30,20 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
     import pandas as pd
 
     votes, ledger = cast_votes(ctx, spec.agents, cache, log)
+    # a reviewer's grade decides its pair (one sample: it passes level 1 at any share)
+    graded = votes[(votes.agent == HUMAN) & votes["grade"].notna()]
+    decided = set(zip(graded.query_id, graded.doc_id))
     tuned = None
     if spec.agreement.tune is not None:
         from serm.annotation.tuning import tune_agreement
 
-        tuned = tune_agreement(ctx, spec, votes, cache, audits, log, tuning_memo)
+        tuned = tune_agreement(ctx, spec, without_pairs(votes[votes.agent != HUMAN], decided), cache, audits, log,
+                               tuning_memo)
         spec = spec.model_copy(update={"agreement": tuned.spec})
 
     per_agent = level1(votes, spec.agreement.intra_min_share)
     by_human = per_agent[(per_agent.agent == HUMAN) & per_agent.grade.notna()]
-    machine = per_agent[per_agent.agent != HUMAN]
-    decided = set(zip(by_human.query_id, by_human.doc_id))
-    machine = without_pairs(machine, decided)
+    machine = without_pairs(per_agent[per_agent.agent != HUMAN], decided)
     labels = level2(machine, spec.agreement, spec.on_disagreement, round_no, policy_hash, audits)
     if len(by_human):
         labels = pd.concat([labels, human_labels(by_human, round_no, policy_hash)], ignore_index=True)
@@ -82,9 +83,10 @@ def annotate(ctx: AnnotationContext, spec, round_no: int, policy_hash: str, huma
     if spec.agreement.aggregate == "weighted" and len(machine):
         report["reliability"] = reliabilities(machine, spec.agreement, audits)
     if tuned is not None:
+        from serm.annotation.tuning import THRESHOLDS
+
         report["agreement_tuning"] = tuned.report
-        report["agreement_used"] = {k: getattr(spec.agreement, k) for k in
-                                    ("intra_min_share", "inter_min_agents", "inter_max_spread", "inter_min_agreement")}
+        report["agreement_used"] = {k: getattr(spec.agreement, k) for k in THRESHOLDS}
     return votes, labels, labels[labels.status == LabelStatus.ESCALATED].copy(), report
 
 

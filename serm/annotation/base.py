@@ -19,6 +19,10 @@ from serm.agents import Agent
 VOTE_COLUMNS = list(schema.VOTE_COLUMNS)
 
 
+#: The agent whose votes are reviewers' imported grades: they decide their pairs, outside the agreement.
+HUMAN = "human"
+
+
 @dataclass
 class AnnotationContext:
     pairs: "object"      # DataFrame: query_id, doc_id, query, locale, doc_title, doc_text,

@@ -53,9 +53,10 @@ import dataclasses
 import math
 
 from serm.annotation.agreement import level1, level2
+from serm.annotation.base import HUMAN
 
-HUMAN = "human"
 MAX_AGREEMENT_CUTS = 40
+THRESHOLDS = ("intra_min_share", "inter_min_agents", "inter_max_spread", "inter_min_agreement")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +66,6 @@ class Tuned:
     spec: object           # AgreementSpec (the policy's, thresholds replaced when tuned)
     report: dict
     votes: object = None   # the jury's votes on the held-out labelled pairs (for inspection; not stored)
-
-    def to_dict(self) -> dict:
-        return self.report
 
 
 def wilson_lower(correct: "object", n: "object", confidence: float):
@@ -102,14 +100,13 @@ def held_out_pairs(labelled, max_pairs: int, seed: int):
 
 def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log=print, memo=None) -> Tuned:
     """Measure the trade-off and choose the thresholds (module docstring). `spec`: the policy's
-    `annotation`; `candidate_votes`: the jury's votes on the round's candidates (`ctx.pairs`),
-    whose escalations are then counted exactly and whose accuracy is estimated per vote pattern;
-    None: both measured on the labelled pairs alone. `memo`: a dict the votes on the labelled
+    `annotation`; `candidate_votes`: the votes the agreement decides on the round's candidates
+    (not the `human` agent's, not on pairs a reviewer's grade decides), whose escalations are
+    then counted exactly and whose accuracy is estimated per vote pattern; None: both measured
+    on the labelled pairs alone. `memo`: a dict the votes on the labelled
     pairs are kept in and reused from (the same labelled pairs, agents, teacher and seed)."""
-    from serm.annotation.voting import cast_votes
-
-    from serm.agents import build
     from serm.annotation import REGISTRY
+    from serm.annotation.voting import cast_votes
 
     t = spec.agreement.tune
     base = spec.agreement.model_copy(update={"tune": None})
@@ -119,7 +116,7 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
 
     voters = [a for a in spec.agents if a.name != HUMAN]
     # agents grading from clicks abstain on labelled pairs (never shown): they are not run there
-    judges = [a for a in voters if not build(REGISTRY, a).uses_engagement]
+    judges = [a for a in voters if not REGISTRY[a.name].uses_engagement]
     labelled = ctx.labelled
     pairs = held_out_pairs(labelled, t.max_pairs, ctx.seed) if labelled is not None and len(labelled) else None
     n_held = 0 if pairs is None else len(pairs)
@@ -153,9 +150,8 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
         if memo is not None:
             memo["votes"] = votes
     truth = dict(zip(zip(pairs.query_id, pairs.doc_id), pairs.grade.astype(int)))
-    machine = _machine_votes(candidate_votes)
-    curve = trade_off(votes, base, truth, len(voters), audits, machine)
-    weighted = machine is not None and "cand_pairs" in curve and int(curve["cand_pairs"].iloc[0]) > 0
+    curve = trade_off(votes, base, truth, len(voters), audits, candidate_votes)
+    weighted = candidate_votes is not None
     if weighted:      # the candidates' figures decide; the labelled pairs' stay beside them
         z = _z(t.confidence)
         curve = curve.rename(columns={"escalation": "labelled_escalation", "accuracy": "labelled_accuracy",
@@ -189,36 +185,20 @@ def tune_agreement(ctx, spec, candidate_votes=None, cache=None, audits=None, log
     return Tuned(tuned, report, votes)
 
 
-_THRESHOLDS = ("intra_min_share", "inter_min_agents", "inter_max_spread", "inter_min_agreement")
-
-
 def _z(confidence: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(confidence)) if confidence > 0.5 else 0.0
 
 
-def _machine_votes(votes):
-    """The candidates' votes the agreement decides: not the `human` agent's, and not on pairs a
-    reviewer's grade decides."""
-    if votes is None or not len(votes):
-        return None
-    graded = votes[(votes.agent == HUMAN) & votes["grade"].notna()]
-    decided = set(zip(graded.query_id, graded.doc_id))
-    out = votes[votes.agent != HUMAN]
-    if decided:
-        out = out[[k not in decided for k in zip(out.query_id, out.doc_id)]]
-    return out if len(out) else None
-
-
-def _pair_stats(votes, share: float, spec, audits, keys, judged=None):
-    """Per pair of `keys` under intra share `share`: voting agents, spread, aggregated grade
-    (or -1), its agreement (`spec`'s aggregation), whether it has one, and its support: how many
-    of the `judged` agents (None: all) voted that grade, a higher one, a lower one."""
+def _pair_stats(raw, share: float, spec, audits, keys, judged=None):
+    """Per pair of `keys` under intra share `share`, from `raw` (level 1 at any share, exact
+    shares): voting agents, spread, aggregated grade (or -1), its agreement (`spec`'s
+    aggregation), whether it has one, and its support: how many of the `judged` agents (None:
+    all) voted that grade, a higher one, a lower one."""
     import numpy as np
     import pandas as pd
 
-    raw = level1(votes, 1e-9, exact=True)
     per_agent = raw.assign(grade=raw["grade"].where(raw["intra_share"] >= share))
     loose = spec.model_copy(update=dict(intra_min_share=share, inter_min_agents=1, inter_max_spread=3,
                                         inter_min_agreement=0.0))
@@ -263,16 +243,17 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
     observed = list(raw["intra_share"])
     if candidates is not None:
         ckeys = list(dict.fromkeys(zip(candidates.query_id, candidates.doc_id)))
-        observed += list(level1(candidates, 1e-9, exact=True)["intra_share"])
+        craw = level1(candidates, 1e-9, exact=True)
+        observed += list(craw["intra_share"])
     shares = sorted({_share_cut(float(s)) for s in observed if s > 0} | {spec.intra_min_share})
     truth_arr = np.array([truth[k] for k in keys])
     rows = []
     for share in shares:
-        n, spread, grade, agree, has, lab_support, judged = _pair_stats(votes, share, spec, audits, keys)
+        n, spread, grade, agree, has, lab_support, judged = _pair_stats(raw, share, spec, audits, keys)
         right = has & (grade == truth_arr)
         cuts = np.unique(np.floor(agree[has] * 1e4) / 1e4)
         if candidates is not None:
-            cn, cspread, cgrade, cagree, chas, c_support, _ = _pair_stats(candidates, share, spec, audits,
+            cn, cspread, cgrade, cagree, chas, c_support, _ = _pair_stats(craw, share, spec, audits,
                                                                           ckeys, judged)
             cuts = np.unique(np.concatenate([cuts, np.floor(cagree[chas] * 1e4) / 1e4]))
             # vote patterns over the agents that vote on labelled pairs (click agents do not):
@@ -308,7 +289,7 @@ def trade_off(votes, spec, truth: dict, voters: int, audits=None, candidates=Non
                             est, rate_var, round_var = float("nan"), 0.0, 0.0
                         row += [len(ckeys), mc, est, rate_var, round_var]
                     rows.append(tuple(row))
-    cols = [*_THRESHOLDS, "accepted", "correct"]
+    cols = [*THRESHOLDS, "accepted", "correct"]
     if candidates is not None:
         cols += ["cand_pairs", "cand_accepted", "est_accuracy", "rate_var", "round_var"]
     out = pd.DataFrame(rows, columns=cols)
@@ -334,10 +315,10 @@ def choose(curve, spec, target: float) -> tuple[dict, bool]:
     ok = c[c["bound"] >= target]
     met = len(ok) > 0
     if met:
-        pick = ok.sort_values(["escalation", "bound", "is_policy", *_THRESHOLDS],
+        pick = ok.sort_values(["escalation", "bound", "is_policy", *THRESHOLDS],
                               ascending=[True, False, False, False, False, False, False], kind="stable")
     else:
-        pick = c.sort_values(["bound", "escalation", "is_policy", *_THRESHOLDS],
+        pick = c.sort_values(["bound", "escalation", "is_policy", *THRESHOLDS],
                              ascending=[False, True, False, False, False, False, False], kind="stable")
     return pick.iloc[0].to_dict(), met
 
@@ -374,7 +355,7 @@ def _row_of(curve, spec):
 
 
 def _thresholds(spec) -> dict:
-    return {k: getattr(spec, k) for k in _THRESHOLDS}
+    return {k: getattr(spec, k) for k in THRESHOLDS}
 
 
 def _thresholds_of(row: dict) -> dict:
