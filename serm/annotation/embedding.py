@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import OrderedDict
 from typing import Literal
 
 from pydantic import Field
@@ -37,20 +38,55 @@ def _fast_encoder(model_name: str, int8: bool):
     return BertScorer.for_encoder(_encoder(model_name)[1], int8=int8 and int8_available())
 
 
+#: Embeddings kept per process, by (model, precision, max_length, text): the labelled pairs the
+#: learned calibration embeds are the same every round, and the tuning's held-out pairs, the
+#: votes and the miner's novelty agent embed many of the same queries and windows. ~75 MB full.
+_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+CACHE_SIZE = 50_000
+
+
 def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: int = 64, max_length: int = 256,
           precision: str = "fp32"):
     """L2-normalised mean-pooled embeddings from a HF encoder (offline for builtin models).
     Texts are tokenized once, sorted by token count and padded per batch to their own longest
     (a Thai or Chinese query runs to many more word pieces than its character count suggests).
     A BERT encoder runs through SERM's fast forward; `precision="int8"` quantizes its linear
-    layers as `model.precision: int8` does the cross-encoder's (CPU)."""
+    layers as `model.precision: int8` does the cross-encoder's (CPU). Each distinct text is
+    embedded once per process (`CACHE_SIZE` most recent kept): a repeated text, in this call or
+    an earlier one, is read back, not encoded again."""
     import numpy as np
-    import torch
 
     tok, model = _encoder(model_name)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not len(texts):
         return out
+    key = (model_name, precision, max_length)
+    rows: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        rows.setdefault(t, []).append(i)
+    missing = []
+    for t, idx in rows.items():
+        v = _CACHE.get((*key, t))
+        if v is None:
+            missing.append(t)
+        else:
+            _CACHE.move_to_end((*key, t))
+            out[idx] = v
+    if missing:
+        vecs = _encode(missing, tok, model, model_name, batch_size, max_length, precision)
+        for t, v in zip(missing, vecs):
+            out[rows[t]] = v
+            _CACHE[(*key, t)] = v.copy()
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return out
+
+
+def _encode(texts, tok, model, model_name, batch_size, max_length, precision):
+    import numpy as np
+    import torch
+
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     fast = _fast_encoder(model_name, precision == "int8") if tok.padding_side == "right" else None
     enc = tok(list(texts), truncation=True, max_length=max_length)
     order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")

@@ -238,6 +238,28 @@ def test_the_embedder_runs_the_fast_forward_and_int8_stays_close(pairs):
         assert cos.min() > 0.99, cos.min()
 
 
+def test_the_embedder_encodes_each_text_once_and_reads_repeats_back(pairs):
+    """A text embedded before (in this call or an earlier one, at the same model, precision
+    and max_length) is read from the process cache: the cache grows by the distinct new texts
+    only, repeats get the same vector as a fresh encoding of that text alone, and another
+    max_length is another entry."""
+    from serm.annotation import embedding
+
+    texts = pairs["query"].tolist()[:6]
+    embedding._CACHE.clear()
+    first = embedding.embed(texts + texts[:2], max_length=64)
+    assert len(embedding._CACHE) == len(set(texts))
+    np.testing.assert_array_equal(first[-2:], first[:2])
+    again = embedding.embed(texts[::-1] + ["a text never embedded"], max_length=64)
+    assert len(embedding._CACHE) == len(set(texts)) + 1
+    np.testing.assert_array_equal(again[:-1], first[:len(texts)][::-1])
+    embedding._CACHE.clear()
+    alone = embedding.embed(texts[3:4], max_length=64)
+    np.testing.assert_allclose(alone[0], first[3], atol=2e-5)    # one per batch: its own padding
+    embedding.embed(texts[3:4], max_length=32)
+    assert len(embedding._CACHE) == 2
+
+
 def test_dropout_layers_below_one_is_refused(model):
     """`dropout_layers=0` would read as "every layer" if taken loosely: it is an error instead."""
     with pytest.raises(ValueError, match="dropout_layers must be at least 1"):
