@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
-    from serm import bench, stages
+    from serm import bench
     from serm.policy import load_policy
     from serm.stats import compare
 
@@ -93,17 +93,16 @@ def main(argv=None) -> int:
         return {k: m[k] for k in ("static", "seen")}, {k: pq[k] for k in ("static", "seen")}
 
     seed_m, seed_pq = scored(base)
-    cols = ["query", "doc_title", "doc_text", "grade"]
     arms = ["none", *(f"gold@{b}" for b in budgets)]
     results = []
     for vname, spec in variants:
         vpolicy = policy.model_copy(update={"training": spec})
         for arm in arms:
             t1 = time.perf_counter()
-            run = bench.Run(arm, bench.clone(base))
+            # the control trains as `serm bench`'s no_new_labels does: as many steps, replay only
+            run = bench.Run("no_new_labels" if arm == "none" else arm, bench.clone(base))
             for r in range(a.rounds):
-                batch = world.batches[r]
-                pairs = batch.drop(columns=[c for c in ("grade",) if c in batch.columns])
+                pairs = world.batches[r].drop(columns=["grade"], errors="ignore")
                 if arm == "none":
                     new = pairs.iloc[0:0].assign(grade=pd.Series(dtype="int64"))
                     budget = int(sizes["budget"])
@@ -114,12 +113,7 @@ def main(argv=None) -> int:
                     new = pairs.iloc[np.sort(rng.choice(len(pairs), n, replace=False))]
                     new = new.assign(grade=[world.grade(q, d) for q, d in zip(new.query_id, new.doc_id)])
                     budget = n
-                old = pd.concat([world.seed_set[cols], *[f[cols] for f in run.labels]], ignore_index=True)
-                n_replay = int(round(spec.replay_ratio * budget)) + (budget if arm == "none" else 0)
-                examples = stages.replay(new[cols], old, n_replay, [seed, r + 1, 3])
-                stages.train(run.model, examples, spec, seed * 100 + r + 1, log=lambda *_: None)
-                if len(new):
-                    run.labels.append(new[["query_id", "doc_id", *cols]].copy())
+                bench._train_round(run, world, vpolicy, new, budget, seed, r + 1)
             m, pq = scored(run.model)
             rec = {"variant": vname, "arm": arm, "new_labels": int(sum(len(f) for f in run.labels)),
                    "metrics": m, "seconds": round(time.perf_counter() - t1, 1), "_pq": pq}
