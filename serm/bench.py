@@ -436,10 +436,12 @@ def summarize(records: list[dict], ks) -> dict:
 def significance(records: list[dict], resamples: int = 10_000) -> dict:
     """serm against each other strategy and each reference ranker, per dataset, round and test
     set, paired over the test's queries: each query's NDCG@4 averaged over the seeds, then the
-    paired randomization test and bootstrap CI of serm − other (`serm.stats.compare`)."""
+    paired randomization test and bootstrap CI of serm − other (`serm.stats.compare`). Each
+    comparison also carries its Holm-adjusted p (`p_holm`, `verdict_holm`) over the family of
+    every comparison of its dataset and round (all test sets × all others)."""
     import numpy as np
 
-    from serm.stats import compare
+    from serm.stats import compare, with_holm
 
     out: dict = {}
     datasets = sorted({r["dataset"] for r in records})
@@ -467,6 +469,8 @@ def significance(records: list[dict], resamples: int = 10_000) -> dict:
                     common = sorted(set(mine) & set(theirs))
                     c = compare([mine[q] for q in common], [theirs[q] for q in common], resamples=resamples)
                     out.setdefault(ds, {}).setdefault(str(rnd), {}).setdefault(test, {})[other] = c.to_dict()
+            # the family: every comparison the table shows for this dataset and round
+            with_holm([c for cmp in out.get(ds, {}).get(str(rnd), {}).values() for c in cmp.values()])
     return out
 
 
@@ -506,7 +510,8 @@ def significance_table(sig: dict) -> str:
     for ds, by_round in sig.items():
         others = list(dict.fromkeys(o for tests in by_round.values() for cmp in tests.values() for o in cmp))
         lines.append(f"\n**{ds}**: serm − other, NDCG@4 ×100 [95% CI], paired randomization p over queries "
-                     f"(per-query NDCG averaged over seeds); `tie` where p ≥ 0.05\n")
+                     f"(per-query NDCG averaged over seeds) and Holm's p over the round's comparisons; `tie` "
+                     f"where p ≥ 0.05, `tie after Holm` where only the adjusted p is\n")
         lines.append("| round | test (queries) | " + " | ".join(others) + " |")
         lines.append("|---|---|" + "---|" * len(others))
         for rnd, tests in sorted(by_round.items(), key=lambda kv: int(kv[0])):
@@ -516,9 +521,11 @@ def significance_table(sig: dict) -> str:
                 def cell(c):
                     if c is None:
                         return "–"
-                    tag = "" if c["verdict"] != "tie" else " tie"
+                    tag = (" tie" if c["verdict"] == "tie" else
+                           " tie after Holm" if c.get("verdict_holm") == "tie" else "")
+                    holm = f" (Holm {c['p_holm']:.3g})" if "p_holm" in c else ""
                     return (f"{100 * c['delta']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
-                            f"p={c['p_value']:.3g}{tag}")
+                            f"p={c['p_value']:.3g}{holm}{tag}")
                 lines.append(f"| {rnd} | {test} ({n}) | " + " | ".join(cell(cmp.get(o)) for o in others) + " |")
     return "\n".join(lines)
 

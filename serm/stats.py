@@ -10,6 +10,10 @@ Both tests take one value per query for each system (e.g. NDCG@4), paired by que
 
 `compare` returns both with the sizes, seeded, so a benchmark's table and JSON carry the same
 numbers every run. A difference whose CI holds 0 (p ≥ alpha) is a tie.
+
+A table of many comparisons finds some "significant" by chance: `holm` adjusts a family's
+p-values (Holm's step-down, which bounds the chance of any false claim in the family by alpha),
+and `with_holm` writes the adjusted p and its verdict beside each comparison.
 """
 
 from __future__ import annotations
@@ -101,6 +105,29 @@ def compare(a, b, resamples: int = RESAMPLES, seed: int = 0, alpha: float = 0.05
                       mean_b=float(np.mean(b)) if len(d) else float("nan"),
                       delta=float(d.mean()) if len(d) else float("nan"), ci_low=low, ci_high=high,
                       p_value=paired_randomization(a, b, resamples, seed), alpha=alpha)
+
+
+def holm(p_values) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input's order: the i-th smallest of m is
+    multiplied by (m − i + 1), made non-decreasing and capped at 1. A comparison is significant
+    for the family at `alpha` when its adjusted p is below alpha."""
+    ps = [float(p) for p in p_values]
+    if any(not 0.0 <= p <= 1.0 for p in ps):
+        raise ValueError(f"p-values must lie in [0, 1]; got {ps}")
+    m, adjusted, running = len(ps), [0.0] * len(ps), 0.0
+    for rank, i in enumerate(sorted(range(m), key=ps.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def with_holm(comparisons: list[dict], alpha: float = 0.05) -> list[dict]:
+    """The family's comparisons (`Comparison.to_dict()`s), each given `p_holm` and
+    `verdict_holm` ('better', 'worse' or 'tie' after the adjustment); updated in place."""
+    for c, p in zip(comparisons, holm([c["p_value"] for c in comparisons])):
+        c["p_holm"] = round(p, 6)
+        c["verdict_holm"] = "tie" if p >= alpha else ("better" if c["delta"] > 0 else "worse")
+    return comparisons
 
 
 def per_query_ndcg(df, k: int = 4):

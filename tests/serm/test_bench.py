@@ -40,5 +40,10 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
         c = sig["es"][other]
         assert c["queries"] == recs[("serm", 1)]["es"]["queries"] and 0 < c["p_value"] <= 1
         assert c["ci_low"] <= c["delta"] <= c["ci_high"] and c["verdict"] in ("better", "worse", "tie")
+    # Holm over the round's family: never below the raw p, and a tie stays a tie
+    family = [c for cmp in sig.values() for c in cmp.values()]
+    assert all(c["p_value"] <= c["p_holm"] <= 1 for c in family)
+    assert all(c["verdict_holm"] == "tie" for c in family if c["verdict"] == "tie")
+    assert max(c["p_holm"] for c in family) >= min(1.0, len(family) * min(c["p_value"] for c in family)) - 1e-9
     assert any("paired randomization" in line for line in lines), "the significance table is printed"
     assert "_per_query" not in json.loads(written[0].read_text())["records"][0]

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from serm.evaluation import ranking_metrics
-from serm.stats import compare, compare_rankings, paired_bootstrap_ci, paired_randomization, per_query_ndcg
+from serm.stats import (compare, compare_rankings, holm, paired_bootstrap_ci, paired_randomization, per_query_ndcg,
+                        with_holm)
 
 
 def test_identical_systems_tie_with_p_one():
@@ -40,6 +41,36 @@ def test_randomization_matches_the_exact_sign_flip_distribution_on_a_tiny_case()
     assert p == pytest.approx(0.25, abs=0.015)
     low, high = paired_bootstrap_ci([2, 2, 2], [1, 1, 1])
     assert low == high == 1.0
+
+
+def test_holm_adjusts_a_family_by_hand_worked_example():
+    """m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == [] and holm([0.2]) == [0.2]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.1, 1.5])
+
+
+def test_holm_keeps_the_family_error_rate_under_the_null():
+    """Twenty true-null comparisons per family: unadjusted, most families hold a false 'better or
+    worse'; after Holm about alpha of them (Holm bounds it by 0.05)."""
+    rng = np.random.default_rng(4)
+    raw = holm_hit = 0
+    for family in range(100):
+        cs = [compare(rng.normal(0, 1, 30), rng.normal(0, 1, 30), resamples=499, seed=family).to_dict()
+              for _ in range(20)]
+        raw += any(c["verdict"] != "tie" for c in cs)
+        holm_hit += any(c["verdict_holm"] != "tie" for c in with_holm(cs))
+    assert raw >= 40                      # 1 - 0.95^20 = 64% of families
+    assert holm_hit <= 12                 # <= 5% expected; binomial 99.9% band
+
+
+def test_holm_leaves_a_strong_effect_significant():
+    rng = np.random.default_rng(5)
+    b = rng.random(300)
+    cs = with_holm([compare(b + 0.05, b, resamples=999).to_dict(), compare(b, b, resamples=999).to_dict()])
+    assert cs[0]["verdict_holm"] == "better" and cs[0]["p_holm"] < 0.01
+    assert cs[1]["verdict_holm"] == "tie" and cs[1]["p_holm"] == 1.0
 
 
 def test_shapes_are_checked():
