@@ -517,6 +517,11 @@ class PromotionSpec(_Strict):
     max_macro_f1_regression: float | None = Field(
         0.02, ge=0.0, le=1.0, description="the same guard for macro-F1 over grades, on every test set (null: not "
         "guarded)")
+    significance: Literal["off", "not_worse", "better"] = Field(
+        "not_worse", description="a paired randomization test of candidate against production over each test "
+        "set's queries, on `metric`: not_worse keeps production when the candidate is significantly worse on any "
+        "set; better also needs a significant gain on the evolving test; off skips the test")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="the significance level of `significance`")
 
 
 # GTO's registration tag, `NAME@vMAJOR.MINOR.PATCH`: SERM's version n is GTO's vn.0.0.

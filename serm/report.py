@@ -48,6 +48,10 @@ def summary_lines(rdir: Path) -> list[str]:
                 p, c = rm.production.get(split, m), rm.candidate.get(split, m)
                 lines.append(f"              {split:<9} {m:<9} {p!s:<11} {c!s}"
                              + (f"   ({rm.candidate.locale(split)})" if m == "ndcg@4" else ""))
+        for split, c in rm.paired.items():
+            lines.append(f"  paired      {split:<9} candidate − production {c['delta']:+.4f} "
+                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p={c['p_value']:.4f} over {c['queries']} "
+                         f"queries ({c['verdict']})")
         for name, b in rm.baselines.items():
             lines.append(f"  baseline    {name:<10} " + ", ".join(
                 f"{split} ndcg@4 {b.get(split, 'ndcg@4')}" for split in TEST_SETS))
@@ -193,9 +197,14 @@ def _metrics_section(rdir: Path, met: dict, man: RoundManifest) -> str:
             rows.append([f"{split} ({rm.candidate.locale(split)})", m, p, c, delta])
     base = [[name, f"{split} ({rm.candidate.locale(split)})", m, b.get(split, m), rm.candidate.get(split, m)]
             for name, b in rm.baselines.items() for split in TEST_SETS for m in METRICS if b.get(split, m) is not None]
+    paired = [[f"{split} ({rm.candidate.locale(split)})", c["queries"], c["delta"], f"[{c['ci_low']:+.4f}, "
+               f"{c['ci_high']:+.4f}]", c["p_value"], c["verdict"]] for split, c in rm.paired.items()]
     verdict = f"promoted {man.tag}" if man.promoted else "not promoted"
     return (f"<p>{_link(rdir, S.METRICS.name)}</p>"
             + _table(["test set", "metric", "production", "candidate", "candidate - production"], rows)
+            + ("<p>Candidate − production on the promotion metric, paired over each set's queries "
+               "(randomization test, bootstrap 95% CI):</p>"
+               + _table(["test set", "queries", "delta", "95% CI", "p", "verdict"], paired) if paired else "")
             + ("<p>Reference rankers on the same candidates (ranking only; they give no grades):</p>"
                + _table(["baseline", "test set", "metric", "baseline", "candidate"], base) if base else "")
             + f"<p><b>Decision:</b> {html.escape(verdict)} — {html.escape(str(man.reason or ''))}</p>")

@@ -374,21 +374,26 @@ class RoundRunner:
         # pairs): the score cache gives its scores back, so mostly only the candidate is scored.
         cache = ScoreCache(self.ws.layout.score_cache)
         device = pick_device(p.training.device)
-        out = {}
+        out, per_query = {}, {}
+        m = p.promotion.metric
         for who, path in (("candidate", model_dir), ("production", self.ws.model_dir)):
             key, lazy = score_cache_key(path, p.model, device), LazyModel(path, p)
             before = cache.hits, cache.misses
-            out[who] = stages.evaluate(None, sets, ks, p.promotion.metric, locales,
-                                       proba_of=lambda j, key=key, lazy=lazy: cache.proba(j, key, lazy.score))
+            probas = {name: cache.proba(j, key, lazy.score) for name, j in sets.items() if len(j)}
+            per_query[who] = {name: stages.per_query(sets[name], proba, m) for name, proba in probas.items()}
+            out[who] = stages.evaluate(None, sets, ks, m, locales, probas=probas)
             hits, misses = cache.hits - before[0], cache.misses - before[1]
             self.log(f"[evaluate] {who}: {misses} pair(s) scored, {hits} from the score cache")
         cand, prod = out["candidate"], out["production"]
-        baselines = stages.baselines(sets, self.documents(), ks, p.promotion.metric, locales)
-        metrics = RoundMetrics(cand, prod, baselines).to_dict()
+        baselines = stages.baselines(sets, self.documents(), ks, m, locales)
+        paired = stages.paired(per_query["candidate"], per_query["production"], p.promotion.alpha)
+        metrics = RoundMetrics(cand, prod, baselines, paired).to_dict()
         atomic_write_json(self.layout.staged(schema.METRICS), metrics)
-        m = p.promotion.metric
         self.log(f"[evaluate] {m}: static {prod.get('static', m)} -> {cand.get('static', m)}, "
                  f"evolving ({locale}) {prod.get('evolving', m)} -> {cand.get('evolving', m)}")
+        self.log("[evaluate] candidate − production, paired over queries: " + "; ".join(
+            f"{name} {c['delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] p={c['p_value']:.4f} ({c['verdict']})"
+            for name, c in paired.items()))
         self.log(f"[evaluate] baselines {m}: " + "; ".join(
             f"{name} static {b.get('static', m)}, evolving {b.get('evolving', m)}" for name, b in baselines.items()))
         return metrics

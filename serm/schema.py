@@ -127,22 +127,28 @@ class Metrics:
 @dataclass(frozen=True)
 class RoundMetrics:
     """The candidate's and production's metrics on the same test sets (a round's metrics.json),
-    and the reference rankers' (`serm.baselines`: BM25, the off-the-shelf bi-encoder) beside them."""
+    the reference rankers' (`serm.baselines`: BM25, the off-the-shelf bi-encoder) beside them,
+    and `paired`: per test set, candidate − production on the primary metric, paired over the
+    set's queries (`serm.stats.Comparison.to_dict()`: delta, 95% CI, p, verdict)."""
 
     candidate: Metrics
     production: Metrics
     baselines: Mapping[str, Metrics] = field(default_factory=dict)
+    paired: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping, primary_metric: str = "ndcg@4") -> "RoundMetrics":
         return cls(Metrics.from_dict(d.get("candidate"), primary_metric),
                    Metrics.from_dict(d.get("production"), primary_metric),
-                   {k: Metrics.from_dict(v, primary_metric) for k, v in (d.get("baselines") or {}).items()})
+                   {k: Metrics.from_dict(v, primary_metric) for k, v in (d.get("baselines") or {}).items()},
+                   {k: dict(v) for k, v in (d.get("paired") or {}).items()})
 
     def to_dict(self) -> dict:
         out = {"candidate": self.candidate.to_dict(), "production": self.production.to_dict()}
         if self.baselines:
             out["baselines"] = {k: v.to_dict() for k, v in self.baselines.items()}
+        if self.paired:
+            out["paired"] = {k: dict(v) for k, v in self.paired.items()}
         return out
 
 

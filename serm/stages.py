@@ -236,19 +236,51 @@ def train(model, examples, spec, seed: int, epochs=None, log=print):
 
 # --------------------------------------------------------------------------- evaluate + decide
 def evaluate(model, tests: dict, ks, primary_metric: str = "ndcg@4", locales: dict | None = None,
-             proba_of=None) -> Metrics:
+             probas: dict | None = None) -> Metrics:
     """Metrics of `model` on each named test set (`{"static": judgments, "evolving": …}`),
     flat per set; `locales` names each set's locale in the result. An empty set has
-    `queries: 0` and no metric values. `proba_of(judgments)`, where given, supplies the
-    model's P(grade) per row instead (e.g. from a score cache; `model` may then be None)."""
+    `queries: 0` and no metric values. `probas[name]`, where given, is the model's P(grade)
+    per row of that set, already scored (e.g. from a score cache; `model` may then be None)."""
     from serm.evaluation import evaluate as score
 
     out = {}
     for name, judgments in tests.items():
-        result = (score(model, judgments, tuple(ks), proba=proba_of(judgments) if proba_of else None)["overall"]
+        result = (score(model, judgments, tuple(ks), proba=(probas or {}).get(name))["overall"]
                   if len(judgments) else {"pairs": 0, "queries": 0})
         out[name] = {**result, **({"locale": locales[name]} if locales and name in locales else {})}
     return Metrics(out, primary_metric)
+
+
+def per_query(judgments, proba, metric: str) -> dict:
+    """{query_id: `metric` of one query} for a scored test set (`proba`: P(grade) per row):
+    NDCG@k over queries with ≥ 2 candidates and a relevant one (as the set's NDCG counts
+    them), or grade accuracy over each query's pairs."""
+    import numpy as np
+
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.stats import per_query_ndcg
+
+    proba = np.asarray(proba)
+    if metric.startswith("ndcg@"):
+        return per_query_ndcg(judgments.assign(score=RelevanceModel.expected_grade(proba)), int(metric[5:]))
+    if metric == "accuracy":
+        hit = judgments.assign(hit=(proba.argmax(axis=1) == judgments["grade"].to_numpy()).astype(float))
+        return hit.groupby("query_id")["hit"].mean().to_dict()
+    raise ValueError(f"no per-query form of {metric!r}")
+
+
+def paired(candidate: dict, production: dict, alpha: float = 0.05) -> dict:
+    """{set: candidate − production, paired over the queries both score (`serm.stats.compare`)},
+    from `per_query` values of each model per test set."""
+    from serm.stats import compare
+
+    out = {}
+    for name in candidate:
+        a, b = candidate[name], production.get(name) or {}
+        common = sorted(set(a) & set(b))
+        if common:
+            out[name] = compare([a[q] for q in common], [b[q] for q in common], alpha=alpha).to_dict()
+    return out
 
 
 def calibration_pairs(seed, graded=None, documents=None):
@@ -305,7 +337,9 @@ def decide(metrics: RoundMetrics, spec) -> Decision:
     """Promote when every test set has at least `min_test_queries` queries, the candidate gains
     at least `min_gain` of the primary metric on the evolving test, loses at most
     `max_static_regression` on the static test, and its grades hold: accuracy and macro-F1 fall
-    by at most `max_accuracy_regression` / `max_macro_f1_regression` on every test set."""
+    by at most `max_accuracy_regression` / `max_macro_f1_regression` on every test set, and
+    (`significance`) is not significantly worse than production on any set, paired over its
+    queries (`better`: and significantly better on the evolving test)."""
     m = spec.metric
     cand, prod = metrics.candidate, metrics.production
     for name in schema.TEST_SETS:
@@ -329,4 +363,30 @@ def decide(metrics: RoundMetrics, spec) -> Decision:
             where = f" ({cand.locale(name)})" if cand.locale(name) else ""
             return Decision(False, f"{name}{where} {metric} fell {before - after:.4f} ({before} -> {after}) "
                                    f"> {field} {limit}: the candidate's grades regress")
-    return Decision(True, f"evolving {m} {gain:+.4f} (>= {spec.min_gain}), static change {-static_drop:+.4f}")
+    test = "" if spec.significance == "off" else _significance(metrics, spec)
+    if test.startswith("keep: "):
+        return Decision(False, test[len("keep: "):])
+    return Decision(True, f"evolving {m} {gain:+.4f} (>= {spec.min_gain}), static change {-static_drop:+.4f}{test}")
+
+
+def _significance(metrics: RoundMetrics, spec) -> str:
+    """The paired test's verdict for `decide`: "keep: <reason>", or the text a promotion adds."""
+    cand = metrics.candidate
+    if not metrics.paired:   # metrics written before the test existed: nothing to hold against the candidate
+        return ", no paired test in the metrics"
+    for name in schema.TEST_SETS:
+        c = metrics.paired.get(name)
+        where = f" ({cand.locale(name)})" if cand.locale(name) else ""
+        if c is None:
+            continue
+        detail = (f"{c['delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p={c['p_value']:.4f} over "
+                  f"{c['queries']} queries")
+        if c["p_value"] < spec.alpha and c["delta"] < 0:
+            return (f"keep: {name}{where} {spec.metric} is significantly worse than production's: {detail} < alpha "
+                    f"{spec.alpha} (promotion.significance: {spec.significance})")
+        if name == schema.EVOLVING and spec.significance == "better" and not (c["p_value"] < spec.alpha
+                                                                             and c["delta"] > 0):
+            return (f"keep: the evolving{where} {spec.metric} gain is not significant: {detail}, alpha {spec.alpha} "
+                    f"(promotion.significance: better)")
+    c = metrics.paired.get(schema.EVOLVING)
+    return f", evolving paired p={c['p_value']:.4f}" if c else ""

@@ -87,6 +87,10 @@ def test_round_one_runs_the_whole_pipeline(ws, v0_checksum, policy):
     assert all(man["stages"][s]["status"] == "done" for s in ("ingest", "drift", "mine", "annotate", "check",
                                                                "train", "evaluate", "promote"))
     assert man["promoted"] is True and man["tag"] == "serm-model@v1.0.0"
+    # candidate − production per test set, paired over the set's queries, reaches the decision
+    paired = json.loads((rdir / "metrics.json").read_text())["paired"]
+    assert set(paired) == {"static", "evolving"} and all(0 < c["p_value"] <= 1 for c in paired.values())
+    assert paired["evolving"]["queries"] >= 5 and "evolving paired p=" in man["reason"]
     assert "serm-model@v1.0.0" in git(ws, "tag")
     assert Workspace.at(ws).state()["next_batch"] == 2
     assert not (ws / ".serm" / "rounds" / "r0001").exists(), "staging is cleaned after the commit"

@@ -29,7 +29,7 @@ GATE = PromotionSpec(metric="ndcg@4", min_gain=0.01, max_static_regression=0.02,
 def test_decide_promotes_a_gain_that_keeps_the_static_test():
     d = stages.decide(_metrics(0.70, 0.65, 0.80, 0.81), GATE)
     assert d.promote is True
-    assert d.reason == "evolving ndcg@4 +0.0500 (>= 0.01), static change -0.0100"
+    assert d.reason == "evolving ndcg@4 +0.0500 (>= 0.01), static change -0.0100, no paired test in the metrics"
 
 
 def test_decide_refuses_a_gain_below_min_gain():
@@ -94,6 +94,63 @@ def test_decide_refuses_a_candidate_whose_grades_regress_on_any_test_set():
         update={"max_macro_f1_regression": None})).promote is True
     slight = {**held, "static": {"accuracy": 0.89, "macro_f1": 0.79}}
     assert stages.decide(_graded(slight, held), gate).promote is True
+
+
+def _paired_metrics(static_shift: float, evolving_shift: float, queries: int = 200) -> RoundMetrics:
+    """Production's per-query NDCG drawn at random; the candidate's = production's + shift + noise,
+    compared over the queries as the evaluate stage compares them."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    prod, cand = {}, {}
+    for name, shift in (("static", static_shift), ("evolving", evolving_shift)):
+        base = rng.uniform(0.3, 0.9, queries)
+        prod[name] = {f"q{i}": float(v) for i, v in enumerate(base)}
+        cand[name] = {f"q{i}": float(v + shift + rng.normal(0, 0.03)) for i, v in enumerate(base)}
+    means = {w: {n: {"ndcg@4": float(np.mean(list(v[n].values()))), "queries": queries,
+                     "locale": "en" if n == "static" else "es"} for n in v} for w, v in (("c", cand), ("p", prod))}
+    return RoundMetrics(Metrics(means["c"]), Metrics(means["p"]), paired=stages.paired(cand, prod))
+
+
+def test_decide_keeps_production_when_the_candidate_is_significantly_worse_on_a_set():
+    """The evolving gain clears min_gain and the static drop stays inside max_static_regression,
+    but the static drop is consistent over 200 queries: the paired test keeps production."""
+    gate = PromotionSpec(min_gain=0.01, max_static_regression=0.02)
+    m = _paired_metrics(static_shift=-0.01, evolving_shift=+0.03)
+    assert m.paired["static"]["p_value"] < 0.001 and m.paired["evolving"]["verdict"] == "better"
+    d = stages.decide(m, gate)
+    assert d.promote is False and d.reason.startswith("static (en) ndcg@4 is significantly worse than production's: "
+                                                      "-0.01") and "promotion.significance: not_worse" in d.reason
+    assert stages.decide(m, gate.model_copy(update={"significance": "off"})).promote is True
+    # without the consistent static drop it promotes, and says the evolving gain's p
+    ok = stages.decide(_paired_metrics(0.0, +0.03), gate)
+    assert ok.promote is True and "evolving paired p=" in ok.reason
+
+
+def test_decide_better_needs_a_significant_evolving_gain():
+    gate = PromotionSpec(min_gain=0.0, significance="better")
+    assert stages.decide(_paired_metrics(0.0, +0.03), gate).promote is True
+    d = stages.decide(_paired_metrics(0.0, +0.0005), gate.model_copy(update={"alpha": 0.001}))
+    assert d.promote is False and d.reason.startswith("the evolving (es) ndcg@4 gain is not significant")
+    # metrics from before the test existed carry no paired comparisons: the other rules decide
+    assert "no paired test" in stages.decide(_metrics(0.70, 0.65, 0.81, 0.81), gate).reason
+
+
+def test_per_query_values_average_to_the_set_metrics():
+    import numpy as np
+    import pandas as pd
+
+    from serm.evaluation import evaluate
+
+    rows = [(f"q{q}", f"d{d}", g, "en") for q in range(6) for d, g in enumerate((3, 0, 1, 0))]
+    j = pd.DataFrame(rows, columns=["query_id", "doc_id", "grade", "locale"])
+    proba = np.random.default_rng(8).dirichlet(np.ones(4), len(j)).astype(np.float32)
+    overall = evaluate(None, j, (4,), proba=proba)["overall"]
+    for metric in ("ndcg@4", "accuracy"):
+        values = stages.per_query(j, proba, metric)
+        assert len(values) == 6 and np.mean(list(values.values())) == pytest.approx(overall[metric], abs=5e-5)
+    with pytest.raises(ValueError, match="macro_f1"):
+        stages.per_query(j, proba, "macro_f1")
 
 
 def test_round_metrics_carry_the_baselines_beside_the_models():
