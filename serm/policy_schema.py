@@ -489,6 +489,8 @@ class TrainingSpec(_Strict):
     replay_ratio: float = Field(3.0, ge=0.0)
     validation_share: float = Field(0.1, ge=0.0, lt=0.5)
     class_weighting: bool = True
+    head_lr: float = Field(2e-3, ge=0.0, lt=1.0, description="learning rate of the lexical head's weights while the "
+                           "network trains at lr (0: the head stays as fitted)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed_epochs: int = Field(3, ge=1, le=100)
     unclicked_negatives: UnclickedNegativesSpec = Field(default_factory=UnclickedNegativesSpec)

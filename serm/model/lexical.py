@@ -10,7 +10,8 @@ new languages while the network learns what matching misses. Measured in docs/be
 
 A fresh head is fitted first on the features alone (weighted multinomial logistic regression:
 the fresh network's near-zero logits are added on top, so training starts close to the
-features' own ranking), then trained jointly.
+features' own ranking), then trained jointly: at `training.head_lr` (default 2e-3) while the
+network trains at `training.lr`.
 It is part of the model: saved as `lexical_head.json` beside the HF weights, read back on load,
 and written into an export's `serm_preprocessing.json` so serving adds the same term.
 """
@@ -27,8 +28,6 @@ from serm.model.passages import LEXICAL_FEATURES, lexical_features
 
 HEAD_FILE = "lexical_head.json"
 GRADES = 4
-#: Learning rate of the head's 4 × (k + 1) parameters while the network trains at `training.lr`.
-JOINT_LR = 2e-3
 
 
 @dataclass

@@ -89,8 +89,6 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
 
     head, head_params = model.lexical, []
     if head is not None:
-        from serm.model.lexical import JOINT_LR
-
         feats = head.matrix(examples["query"].tolist(), examples["doc_title"].tolist(), examples["doc_text"].tolist())
         if not head.fitted:
             head.prefit(feats[tr_idx], grades[tr_idx], None if weights is None else weights.cpu().numpy())
@@ -108,7 +106,7 @@ def train(model, examples, spec, seed: int, epochs: int | None = None, log=print
     total = steps_per_epoch * epochs
     groups = [{"params": list(model.model.parameters())}]
     if head_params:
-        groups.append({"params": head_params, "lr": JOINT_LR, "weight_decay": 0.0})
+        groups.append({"params": head_params, "lr": spec.head_lr, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=0.01)
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(

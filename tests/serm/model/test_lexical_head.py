@@ -137,8 +137,24 @@ def test_a_seed_model_with_the_head_ranks_a_language_it_never_saw(xquad):
     assert fused["ndcg@4"] >= 0.9 and fused["ndcg@4"] >= alone - 0.02, (fused, alone, result.val_loss)
 
 
-def model_train(model, train):
+def test_head_lr_zero_keeps_a_fitted_head_while_the_network_trains(xquad):
+    """`training.head_lr: 0`: the head's weights stay as fitted through a round's fine-tuning;
+    at the default rate they move."""
+    train, _ = xquad
+    set_seed(3)
+    model = RelevanceModel.load("builtin:minilm-l6", SPEC, device="cpu")
+    model_train(model, train.iloc[:80])
+    fitted_w, fitted_b = model.lexical.weight.copy(), model.lexical.bias.copy()
+    net = [p.detach().clone() for p in model.model.parameters()][-2]
+    model_train(model, train.iloc[80:160], head_lr=0.0)
+    assert np.array_equal(model.lexical.weight, fitted_w) and np.array_equal(model.lexical.bias, fitted_b)
+    assert not np.allclose([p.detach() for p in model.model.parameters()][-2].numpy(), net.numpy())
+    model_train(model, train.iloc[80:160])
+    assert not np.allclose(model.lexical.weight, fitted_w)
+
+
+def model_train(model, train, head_lr: float = 2e-3):
     from serm.model.training import train as fit
 
-    return fit(model, train, TrainingSpec(epochs=1, batch_size=16, lr=4e-5, device="cpu"), seed=3,
+    return fit(model, train, TrainingSpec(epochs=1, batch_size=16, lr=4e-5, device="cpu", head_lr=head_lr), seed=3,
                log=lambda *_: None)
