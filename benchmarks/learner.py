@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     from serm import bench
     from serm.policy import load_policy
-    from serm.stats import compare, with_holm
+    from serm.stats import compare_queries, with_holm
 
     t0 = time.perf_counter()
     policy = load_policy(bench.POLICIES[a.dataset])
@@ -123,9 +123,7 @@ def main(argv=None) -> int:
                               for k, v in m.items()) + f" ({rec['seconds']}s)")
 
     def versus(x_pq, y_pq, test):
-        common = sorted(set(x_pq[test]) & set(y_pq[test]))
-        c = compare([x_pq[test][q] for q in common], [y_pq[test][q] for q in common])
-        return c.to_dict()
+        return compare_queries(x_pq[test], y_pq[test]).to_dict()
 
     for rec in results:
         control = next(r for r in results if r["variant"] == rec["variant"] and r["arm"] == "none")

@@ -436,12 +436,12 @@ def summarize(records: list[dict], ks) -> dict:
 def significance(records: list[dict], resamples: int = 10_000) -> dict:
     """serm against each other strategy and each reference ranker, per dataset, round and test
     set, paired over the test's queries: each query's NDCG@4 averaged over the seeds, then the
-    paired randomization test and bootstrap CI of serm − other (`serm.stats.compare`). Each
+    paired randomization test and bootstrap CI of serm − other (`serm.stats.compare_queries`). Each
     comparison also carries its Holm-adjusted p (`p_holm`, `verdict_holm`) over the family of
     every comparison of its dataset and round (all test sets × all others)."""
     import numpy as np
 
-    from serm.stats import compare, with_holm
+    from serm.stats import compare_queries, with_holm
 
     out: dict = {}
     datasets = sorted({r["dataset"] for r in records})
@@ -466,8 +466,7 @@ def significance(records: list[dict], resamples: int = 10_000) -> dict:
                     theirs = per_query(other, rnd, test)
                     if not mine or not theirs:
                         continue
-                    common = sorted(set(mine) & set(theirs))
-                    c = compare([mine[q] for q in common], [theirs[q] for q in common], resamples=resamples)
+                    c = compare_queries(mine, theirs, resamples=resamples)
                     out.setdefault(ds, {}).setdefault(str(rnd), {}).setdefault(test, {})[other] = c.to_dict()
             # the family: every comparison the table shows for this dataset and round
             with_holm([c for cmp in out.get(ds, {}).get(str(rnd), {}).values() for c in cmp.values()])

@@ -48,7 +48,7 @@ def summary_lines(rdir: Path) -> list[str]:
                 p, c = rm.production.get(split, m), rm.candidate.get(split, m)
                 lines.append(f"              {split:<9} {m:<9} {p!s:<11} {c!s}"
                              + (f"   ({rm.candidate.locale(split)})" if m == "ndcg@4" else ""))
-        for split, c in sorted(rm.paired.items(), key=lambda kv: TEST_SETS.index(kv[0]) if kv[0] in TEST_SETS else 9):
+        for split, c in ((s, rm.paired[s]) for s in TEST_SETS if s in rm.paired):
             lines.append(f"  paired      {split:<9} candidate − production {c['delta']:+.4f} "
                          f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p={c['p_value']:.4f} over {c['queries']} "
                          f"queries ({c['verdict']})")
@@ -199,7 +199,7 @@ def _metrics_section(rdir: Path, met: dict, man: RoundManifest) -> str:
             for name, b in rm.baselines.items() for split in TEST_SETS for m in METRICS if b.get(split, m) is not None]
     paired = [[f"{split} ({rm.candidate.locale(split)})", c["queries"], c["delta"], f"[{c['ci_low']:+.4f}, "
                f"{c['ci_high']:+.4f}]", c["p_value"], c["verdict"]]
-              for split, c in sorted(rm.paired.items(), key=lambda kv: TEST_SETS.index(kv[0]) if kv[0] in TEST_SETS else 9)]
+              for split, c in ((s, rm.paired[s]) for s in TEST_SETS if s in rm.paired)]
     verdict = f"promoted {man.tag}" if man.promoted else "not promoted"
     return (f"<p>{_link(rdir, S.METRICS.name)}</p>"
             + _table(["test set", "metric", "production", "candidate", "candidate - production"], rows)

@@ -393,7 +393,7 @@ class RoundRunner:
                  f"evolving ({locale}) {prod.get('evolving', m)} -> {cand.get('evolving', m)}")
         self.log("[evaluate] candidate − production, paired over queries: " + "; ".join(
             f"{name} {c['delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] p={c['p_value']:.4f} ({c['verdict']})"
-            for name, c in paired.items()))
+            for name, c in ((s, paired[s]) for s in schema.TEST_SETS if s in paired)))
         self.log(f"[evaluate] baselines {m}: " + "; ".join(
             f"{name} static {b.get('static', m)}, evolving {b.get('evolving', m)}" for name, b in baselines.items()))
         return metrics

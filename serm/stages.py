@@ -272,14 +272,13 @@ def per_query(judgments, proba, metric: str) -> dict:
 def paired(candidate: dict, production: dict, alpha: float = 0.05) -> dict:
     """{set: candidate − production, paired over the queries both score (`serm.stats.compare`)},
     from `per_query` values of each model per test set."""
-    from serm.stats import compare
+    from serm.stats import compare_queries
 
     out = {}
-    for name in candidate:
-        a, b = candidate[name], production.get(name) or {}
-        common = sorted(set(a) & set(b))
-        if common:
-            out[name] = compare([a[q] for q in common], [b[q] for q in common], alpha=alpha).to_dict()
+    for name, a in candidate.items():
+        b = production.get(name) or {}
+        if set(a) & set(b):
+            out[name] = compare_queries(a, b, alpha=alpha).to_dict()
     return out
 
 
@@ -363,30 +362,33 @@ def decide(metrics: RoundMetrics, spec) -> Decision:
             where = f" ({cand.locale(name)})" if cand.locale(name) else ""
             return Decision(False, f"{name}{where} {metric} fell {before - after:.4f} ({before} -> {after}) "
                                    f"> {field} {limit}: the candidate's grades regress")
-    test = "" if spec.significance == "off" else _significance(metrics, spec)
-    if test.startswith("keep: "):
-        return Decision(False, test[len("keep: "):])
+    keep, test = (False, "") if spec.significance == "off" else _significance(metrics, spec)
+    if keep:
+        return Decision(False, test)
     return Decision(True, f"evolving {m} {gain:+.4f} (>= {spec.min_gain}), static change {-static_drop:+.4f}{test}")
 
 
-def _significance(metrics: RoundMetrics, spec) -> str:
-    """The paired test's verdict for `decide`: "keep: <reason>", or the text a promotion adds."""
+def _significance(metrics: RoundMetrics, spec) -> tuple[bool, str]:
+    """The paired test for `decide`: (True, why production stays) or (False, what a promotion's
+    reason adds)."""
+    from serm.stats import verdict
+
     cand = metrics.candidate
     if not metrics.paired:   # metrics written before the test existed: nothing to hold against the candidate
-        return ", no paired test in the metrics"
+        return False, ", no paired test in the metrics"
     for name in schema.TEST_SETS:
         c = metrics.paired.get(name)
-        where = f" ({cand.locale(name)})" if cand.locale(name) else ""
         if c is None:
             continue
+        where = f" ({cand.locale(name)})" if cand.locale(name) else ""
+        said = verdict(c["p_value"], c["delta"], spec.alpha)
         detail = (f"{c['delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p={c['p_value']:.4f} over "
                   f"{c['queries']} queries")
-        if c["p_value"] < spec.alpha and c["delta"] < 0:
-            return (f"keep: {name}{where} {spec.metric} is significantly worse than production's: {detail} < alpha "
-                    f"{spec.alpha} (promotion.significance: {spec.significance})")
-        if name == schema.EVOLVING and spec.significance == "better" and not (c["p_value"] < spec.alpha
-                                                                             and c["delta"] > 0):
-            return (f"keep: the evolving{where} {spec.metric} gain is not significant: {detail}, alpha {spec.alpha} "
-                    f"(promotion.significance: better)")
+        if said == "worse":
+            return True, (f"{name}{where} {spec.metric} is significantly worse than production's: {detail} < alpha "
+                          f"{spec.alpha} (promotion.significance: {spec.significance})")
+        if name == schema.EVOLVING and spec.significance == "better" and said != "better":
+            return True, (f"the evolving{where} {spec.metric} gain is not significant: {detail}, alpha {spec.alpha} "
+                          f"(promotion.significance: better)")
     c = metrics.paired.get(schema.EVOLVING)
-    return f", evolving paired p={c['p_value']:.4f}" if c else ""
+    return False, f", evolving paired p={c['p_value']:.4f}" if c else ""

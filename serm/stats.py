@@ -41,9 +41,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """'better', 'worse' (A against B) or 'tie' at `alpha`."""
-        if not self.significant:
-            return "tie"
-        return "better" if self.delta > 0 else "worse"
+        return verdict(self.p_value, self.delta, self.alpha)
 
     def to_dict(self) -> dict:
         return {**{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()},
@@ -52,6 +50,13 @@ class Comparison:
     def describe(self) -> str:
         return (f"{self.delta:+.4f} [{self.ci_low:+.4f}, {self.ci_high:+.4f}], p={self.p_value:.4f} "
                 f"over {self.queries} queries ({self.verdict})")
+
+
+def verdict(p_value: float, delta: float, alpha: float = 0.05) -> str:
+    """'better' or 'worse' (by the sign of `delta`) when p < alpha, else 'tie'."""
+    if p_value >= alpha:
+        return "tie"
+    return "better" if delta > 0 else "worse"
 
 
 def _paired(a, b):
@@ -107,6 +112,12 @@ def compare(a, b, resamples: int = RESAMPLES, seed: int = 0, alpha: float = 0.05
                       p_value=paired_randomization(a, b, resamples, seed), alpha=alpha)
 
 
+def compare_queries(a: dict, b: dict, **kw) -> Comparison:
+    """`compare` of two {query_id: value} maps over the queries both hold (sorted ids)."""
+    common = sorted(set(a) & set(b))
+    return compare([a[q] for q in common], [b[q] for q in common], **kw)
+
+
 def holm(p_values) -> list[float]:
     """Holm–Bonferroni adjusted p-values, in the input's order: the i-th smallest of m is
     multiplied by (m − i + 1), made non-decreasing and capped at 1. A comparison is significant
@@ -126,7 +137,7 @@ def with_holm(comparisons: list[dict], alpha: float = 0.05) -> list[dict]:
     `verdict_holm` ('better', 'worse' or 'tie' after the adjustment); updated in place."""
     for c, p in zip(comparisons, holm([c["p_value"] for c in comparisons])):
         c["p_holm"] = round(p, 6)
-        c["verdict_holm"] = "tie" if p >= alpha else ("better" if c["delta"] > 0 else "worse")
+        c["verdict_holm"] = verdict(p, c["delta"], alpha)
     return comparisons
 
 
@@ -150,7 +161,7 @@ def per_query_ndcg(df, k: int = 4):
 def compare_rankings(scored_a, scored_b, k: int = 4, **kw) -> Comparison:
     """Two scorings (query_id, doc_id, grade, score) of the same judgments, by per-query NDCG@k."""
     a, b = per_query_ndcg(scored_a, k), per_query_ndcg(scored_b, k)
-    common = sorted(set(a) & set(b))
     if set(a) != set(b):
-        raise ValueError(f"the two scorings cover different queries ({len(a)} vs {len(b)}, {len(common)} shared)")
-    return compare([a[q] for q in common], [b[q] for q in common], **kw)
+        raise ValueError(f"the two scorings cover different queries ({len(a)} vs {len(b)}, "
+                         f"{len(set(a) & set(b))} shared)")
+    return compare_queries(a, b, **kw)
