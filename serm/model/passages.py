@@ -88,8 +88,10 @@ def lexical_features(query: str, title: str, text: str, names=LEXICAL_FEATURES) 
         if name == "term_coverage":
             out.append(len(q_words & d_words) / len(q_words) if q_words else 0.0)
         elif name == "weighted_term_coverage":
-            total = sum(math.log1p(len(w)) for w in q_words)
-            out.append(sum(math.log1p(len(w)) for w in q_words & d_words) / total if total else 0.0)
+            # fsum is correctly rounded, so the value does not depend on the sets' iteration
+            # order (which changes with PYTHONHASHSEED from one process to the next)
+            total = math.fsum(math.log1p(len(w)) for w in q_words)
+            out.append(math.fsum(math.log1p(len(w)) for w in q_words & d_words) / total if total else 0.0)
         elif name == "char3_coverage":
             out.append(len(q_grams & d_grams) / len(q_grams) if q_grams else 0.0)
         else:

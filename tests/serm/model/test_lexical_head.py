@@ -158,3 +158,16 @@ def model_train(model, train, head_lr: float = 2e-3):
 
     return fit(model, train, TrainingSpec(epochs=1, batch_size=16, lr=4e-5, device="cpu", head_lr=head_lr), seed=3,
                log=lambda *_: None)
+
+
+def test_features_do_not_depend_on_the_hash_seed():
+    """Set iteration order changes with PYTHONHASHSEED; a float sum over a set must not."""
+    import subprocess
+    import sys
+    code = ("from serm.model.passages import lexical_features as f; "
+            "print(repr(f('broncos super bowl winner denver', 'Super_Bowl_50', "
+            "'The Denver Broncos super bowl win.')))")
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in range(12)}
+    assert len(seen) == 1, seen
