@@ -367,15 +367,26 @@ def simulated_streams(world: World, base, policy, seed: int) -> list[tuple]:
     return streams
 
 
-def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log) -> list[dict]:
+def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log,
+                phases: dict | None = None) -> list[dict]:
     """Every strategy over `rounds` rounds of `world` from one seed model; one record per
-    (strategy, round), round 0 being the seed model."""
+    (strategy, round), round 0 being the seed model. `phases` (name -> seconds) is added to:
+    seed models, stream, select (mining, annotation, self-training's scoring), train, evaluate."""
+    phases = {} if phases is None else phases
+
+    def timed(name, fn, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 1)
+
     t0 = time.perf_counter()
     with_teacher = any(s in ANNOTATED for s in strategies) and any(a.name == "teacher"
                                                                    for a in policy.annotation.agents)
-    base, teacher = seed_models(world, policy, seed, with_teacher, log)
-    streams = simulated_streams(world, base, policy, seed)
-    seed_metrics, seed_pq = _metrics(base, world, 0, ks)
+    base, teacher = timed("seed models", seed_models, world, policy, seed, with_teacher, log)
+    streams = timed("stream", simulated_streams, world, base, policy, seed)
+    seed_metrics, seed_pq = timed("evaluate", _metrics, base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
                 "_per_query": seed_pq} for s in strategies]
     tunings: dict = {}    # round -> the agreement tuning's votes on the labelled pairs, shared
@@ -384,12 +395,14 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
         for r in range(rounds):
             t1 = time.perf_counter()
             pairs, events = streams[r]
-            new, info = _pick_and_label(run, world, policy, pairs, events, budget, seed, r + 1, teacher, log,
-                                        tunings)
-            trained = _train_round(run, world, policy, new, budget, seed, r + 1)
-            m, pq = _metrics(run.model, world, r + 1, ks)
+            new, info = timed("select", _pick_and_label, run, world, policy, pairs, events, budget, seed, r + 1,
+                              teacher, log, tunings)
+            trained = timed("train", _train_round, run, world, policy, new, budget, seed, r + 1)
+            t2 = time.perf_counter()
+            m, pq = timed("evaluate", _metrics, run.model, world, r + 1, ks)
             rec = {"dataset": world.name, "seed": seed, "strategy": s, "round": r + 1, "batch": world.labels[r],
-                   **m, **trained, **info, "seconds": round(time.perf_counter() - t1, 1), "_per_query": pq}
+                   **m, **trained, **info, "seconds": round(time.perf_counter() - t1, 1),
+                   "evaluate_seconds": round(time.perf_counter() - t2, 1), "_per_query": pq}
             records.append(rec)
             log(f"  [{world.name} seed {seed}] {s:<16} round {r + 1} ({world.labels[r]}): "
                 f"static ndcg@4 {m['static']['ndcg@4']}, evolving {m['evolving']['ndcg@4']}, "
@@ -398,7 +411,6 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
     return records
 
 
-# --------------------------------------------------------------------------- summary
 def set_names(records: list[dict]) -> list[str]:
     """The test sets the records hold, in table order: static, evolving, each language/period, seen."""
     skip = {"_per_query"}
@@ -613,7 +625,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
 
     hd_path = Path(homedepot_path) if homedepot_path else default_homedepot()
     t_all = time.perf_counter()
-    records, walls, used, used_sizes = [], {}, {}, {}
+    records, walls, used, used_sizes, phases = [], {}, {}, {}, {}
     sizes_override = sizes
     for ds in datasets:
         if ds not in POLICIES:
@@ -632,9 +644,10 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
             f"{seeds} seed(s), strategies {', '.join(strategies)}")
         t0 = time.perf_counter()
         records += baseline_records(world, tuple(policy.evaluation.k))
+        phases[ds] = {"baselines": round(time.perf_counter() - t0, 1)}
         for k in range(seeds):
             records += run_dataset(world, policy, strategies, rounds, policy.seed + k, sizes["budget"],
-                                   tuple(policy.evaluation.k), log)
+                                   tuple(policy.evaluation.k), log, phases[ds])
         walls[ds] = round(time.perf_counter() - t0, 1)
     summary = summarize(records, (4, 10))
     sig = significance(records, resamples) if "serm" in strategies else {}
@@ -649,6 +662,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
                            "transformers": transformers.__version__,
                            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()},
               "wall_seconds": {**walls, "total": round(time.perf_counter() - t_all, 1)},
+              "phase_seconds": phases,
               "summary": summary, "significance": sig, "records": records, "plots": [str(p) for p in pngs]}
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     for r, pq in zip(records, per_query):
@@ -657,5 +671,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
     if sig:
         log(significance_table(sig))
     log(f"\n[bench] wrote {out}" + "".join(f"\n[bench] plot {p}" for p in pngs)
-        + f"\n[bench] wall time {result['wall_seconds']}")
+        + f"\n[bench] wall time {result['wall_seconds']}"
+        + "".join(f"\n[bench] {ds} time by phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in ph.items())
+                  for ds, ph in phases.items()))
     return result

@@ -47,3 +47,10 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
     assert max(c["p_holm"] for c in family) >= min(1.0, len(family) * min(c["p_value"] for c in family)) - 1e-9
     assert any("paired randomization" in line for line in lines), "the significance table is printed"
     assert "_per_query" not in json.loads(written[0].read_text())["records"][0]
+    # where the time went: every phase ran, and the phases account for the dataset's wall time
+    phases = result["phase_seconds"]["xquad"]
+    assert set(phases) == {"baselines", "seed models", "stream", "select", "train", "evaluate"}
+    assert all(v >= 0 for v in phases.values()) and phases["evaluate"] > 0
+    assert 0.8 * result["wall_seconds"]["xquad"] <= sum(phases.values()) <= result["wall_seconds"]["xquad"] + 1
+    assert sum(r["evaluate_seconds"] for r in result["records"] if r.get("round", 0) > 0) <= phases["evaluate"]
+    assert any("time by phase" in line for line in lines)
