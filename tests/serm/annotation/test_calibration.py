@@ -122,3 +122,37 @@ def test_calibration_pairs_join_human_grades_to_documents_and_later_grades_win(x
     new = out[out.query_id == "q-new"].iloc[0]
     assert new.doc_text == docs.set_index("doc_id").loc[seed.doc_id.iloc[5], "text"] and new.locale == "en"
     assert len(stages.calibration_pairs(None)) == 0
+
+
+def test_the_teacher_learns_cuts_on_its_expected_grade(xq):
+    """A teacher trained apart (on other labelled questions) grades XQuAD's binary relevance
+    with learned cuts on its expected grade: only 0 and 3, at least as right as its argmax."""
+    from serm.annotation.teacher import Teacher
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.training import set_seed, train
+    from serm.policy import ModelSpec, TrainingSpec
+
+    seed, held, docs = xq
+    trained_on = seed[seed.query_id.isin(sorted(set(seed.query_id))[:20])]
+    fit_on = seed[~seed.query_id.isin(trained_on.query_id)]
+    set_seed(5)
+    teacher = RelevanceModel.load("builtin:minilm-l6", ModelSpec(max_length=64, passage="best_window",
+                                                                 window_words=28), device="cpu")
+    train(teacher, trained_on, TrainingSpec(epochs=2, validation_share=0.0), 5, log=lambda *_: None)
+    ctx = AnnotationContext(pairs=held.drop(columns="grade"), documents=docs, seed=1, labelled=fit_on,
+                            models=lambda ref: teacher)
+    learned = Teacher(model="t", calibration="learned").vote(ctx)
+    argmax = Teacher(model="t").vote(ctx)
+    acc_learned, grades_learned = _accuracy(learned, held)
+    acc_argmax, _ = _accuracy(argmax, held)
+    assert grades_learned <= {0, 3}, "binary labels give binary votes"
+    assert acc_learned >= acc_argmax - 0.02 and acc_learned > 0.8, (acc_learned, acc_argmax)
+    assert "-> " in learned["rationale"].iloc[0] and "learned on 120 labelled pairs" in learned["rationale"].iloc[0]
+    # the cuts follow the labelled pairs: part of the vote-cache key
+    a = Teacher(model="t", calibration="learned")
+    assert a.cache_token(ctx) != a.cache_token(AnnotationContext(
+        pairs=held, documents=docs, seed=1, labelled=fit_on.assign(grade=0), models=lambda ref: teacher))
+    assert "labelled:" not in Teacher(model="t").cache_token(ctx)
+    with pytest.raises(DataError, match="labelled pairs"):
+        Teacher(model="t", calibration="learned").vote(AnnotationContext(
+            pairs=held.drop(columns="grade"), documents=docs, seed=1, models=lambda ref: teacher))
