@@ -411,6 +411,7 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
     return records
 
 
+# --------------------------------------------------------------------------- summary
 def set_names(records: list[dict]) -> list[str]:
     """The test sets the records hold, in table order: static, evolving, each language/period, seen."""
     skip = {"_per_query"}

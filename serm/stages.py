@@ -270,7 +270,7 @@ def per_query(judgments, proba, metric: str) -> dict:
 
 
 def paired(candidate: dict, production: dict, alpha: float = 0.05) -> dict:
-    """{set: candidate − production, paired over the queries both score (`serm.stats.compare`)},
+    """{set: candidate − production, paired over the queries both score (`serm.stats.compare_queries`)},
     from `per_query` values of each model per test set."""
     from serm.stats import compare_queries
 
