@@ -60,6 +60,12 @@ SIZES = {
              "homedepot": dict(seed=1000, batch=600, test=800, teacher=1500, budget=200)},
 }
 PRESETS = tuple(SIZES)
+#: What each preset runs unless told otherwise. cpu runs the four strategies the paper's findings
+#: compare (serm against self-training, the gold-label bound and the no-new-labels control), so its
+#: 3 seeds x 2 datasets fit 2 CPU cores in about an hour; the ablations random and
+#: uncertainty_only are one `--strategies` away.
+FINDINGS = ("serm", "self_training", "gold", "no_new_labels")
+PRESET_STRATEGIES = {"quick": STRATEGIES, "cpu": FINDINGS, "full": STRATEGIES}
 #: What each strategy is tested against `serm` on (paired over queries, per test set and round).
 COMPARED = ("self_training", "random", "uncertainty_only", "gold", "no_new_labels")
 BASELINE_ROWS = ("bm25", "bi_encoder")   # reference rankers, rows of the table beside the strategies
@@ -332,23 +338,37 @@ def _train_round(run: Run, world: World, policy, new, budget: int, seed: int, ro
     return {"examples": int(len(examples)), "new_labels": int(len(new)), "train_seconds": result.seconds}
 
 
+def train_teacher(world: World, policy, seed: int, log=print):
+    """The teacher of `world`: the policy's base model (head initialised from `seed`) trained on
+    the disjoint gold pool (`seed + 1`)."""
+    from serm.model.cross_encoder import RelevanceModel
+    from serm.model.training import set_seed, train
+
+    set_seed(seed)
+    teacher = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
+    res = train(teacher, world.teacher_pool, policy.training, seed + 1, epochs=policy.training.seed_epochs,
+                log=lambda *_: None)
+    log(f"  [{world.name}] teacher on {len(world.teacher_pool)} gold pairs ({res.seconds:.0f}s)")
+    return teacher
+
+
 def seed_models(world: World, policy, seed: int, with_teacher: bool, log=print) -> tuple:
     """(seed model, teacher or None) of `world`: both from the policy's base model, the teacher
     on the disjoint gold pool (seed + 1), the seed model on the seed set (`seed`)."""
     from serm.model.cross_encoder import RelevanceModel
     from serm.model.training import set_seed, train
 
+    teacher = train_teacher(world, policy, seed, log) if with_teacher else None
     set_seed(seed)
     base = RelevanceModel.load(policy.model.base_model, policy.model, device=policy.training.device)
-    teacher = None
-    if with_teacher:
-        teacher = clone(base)
-        res = train(teacher, world.teacher_pool, policy.training, seed + 1, epochs=policy.training.seed_epochs,
-                    log=lambda *_: None)
-        log(f"  [{world.name} seed {seed}] teacher on {len(world.teacher_pool)} gold pairs ({res.seconds:.0f}s)")
     res = train(base, world.seed_set, policy.training, seed, epochs=policy.training.seed_epochs, log=lambda *_: None)
     log(f"  [{world.name} seed {seed}] seed model on {len(world.seed_set)} gold pairs ({res.seconds:.0f}s)")
     return base, teacher
+
+
+def needs_teacher(policy, strategies) -> bool:
+    """Whether a strategy here runs the annotator and the policy's jury has a teacher."""
+    return any(s in ANNOTATED for s in strategies) and any(a.name == "teacher" for a in policy.annotation.agents)
 
 
 def simulated_streams(world: World, base, policy, seed: int) -> list[tuple]:
@@ -368,10 +388,12 @@ def simulated_streams(world: World, base, policy, seed: int) -> list[tuple]:
 
 
 def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget: int, ks, log,
-                phases: dict | None = None) -> list[dict]:
+                phases: dict | None = None, teacher=None) -> list[dict]:
     """Every strategy over `rounds` rounds of `world` from one seed model; one record per
     (strategy, round), round 0 being the seed model. `phases` (name -> seconds) is added to:
-    seed models, stream, select (mining, annotation, self-training's scoring), train, evaluate."""
+    seed models, stream, select (mining, annotation, self-training's scoring), train, evaluate.
+    `teacher`: the dataset's teacher (`train_teacher`); without one, one is trained here (from
+    `seed`) where the jury needs it."""
     phases = {} if phases is None else phases
 
     def timed(name, fn, *args, **kwargs):
@@ -382,9 +404,9 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
             phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 1)
 
     t0 = time.perf_counter()
-    with_teacher = any(s in ANNOTATED for s in strategies) and any(a.name == "teacher"
-                                                                   for a in policy.annotation.agents)
-    base, teacher = timed("seed models", seed_models, world, policy, seed, with_teacher, log)
+    with_teacher = teacher is None and needs_teacher(policy, strategies)
+    base, own = timed("seed models", seed_models, world, policy, seed, with_teacher, log)
+    teacher = teacher or own
     streams = timed("stream", simulated_streams, world, base, policy, seed)
     seed_metrics, seed_pq = timed("evaluate", _metrics, base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
@@ -598,12 +620,13 @@ def baseline_records(world: World, ks) -> list[dict]:
 
 
 def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3, seeds: int | None = None,
-          strategies=STRATEGIES, homedepot_path: Path | None = None, out_dir: Path | None = None,
+          strategies=None, homedepot_path: Path | None = None, out_dir: Path | None = None,
           policies: dict | None = None, sizes: dict | None = None, log=print, preset: str | None = None,
           resamples: int = 10_000) -> dict:
     """Run the benchmark; returns what it writes to `out_dir/evolution-<UTC>.json`. `preset`
     (quick, cpu, full; `quick=True` means quick, default full) picks the sizes; `sizes`
-    overrides them per dataset (queries: seed, batch, test, teacher; budget)."""
+    overrides them per dataset (queries: seed, batch, test, teacher; budget); `strategies`
+    defaults to the preset's (`PRESET_STRATEGIES`)."""
     import platform
     from datetime import datetime, timezone
 
@@ -616,6 +639,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
     if mode not in SIZES:
         raise DataError(f"unknown preset {mode!r}; known: {', '.join(PRESETS)}")
     seeds = seeds or (1 if mode == "quick" else 3)
+    strategies = tuple(strategies or PRESET_STRATEGIES[mode])
     out_dir = Path(out_dir or ROOT / "benchmarks" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -646,9 +670,14 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
         t0 = time.perf_counter()
         records += baseline_records(world, tuple(policy.evaluation.k))
         phases[ds] = {"baselines": round(time.perf_counter() - t0, 1)}
+        teacher = None
+        if needs_teacher(policy, strategies):     # once per dataset: the jury is the same for every seed
+            t1 = time.perf_counter()
+            teacher = train_teacher(world, policy, policy.seed, log)
+            phases[ds]["teacher"] = round(time.perf_counter() - t1, 1)
         for k in range(seeds):
             records += run_dataset(world, policy, strategies, rounds, policy.seed + k, sizes["budget"],
-                                   tuple(policy.evaluation.k), log, phases[ds])
+                                   tuple(policy.evaluation.k), log, phases[ds], teacher=teacher)
         walls[ds] = round(time.perf_counter() - t0, 1)
     summary = summarize(records, (4, 10))
     sig = significance(records, resamples) if "serm" in strategies else {}

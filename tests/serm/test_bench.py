@@ -49,7 +49,8 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
     assert "_per_query" not in json.loads(written[0].read_text())["records"][0]
     # where the time went: every phase ran, and the phases account for the dataset's wall time
     phases = result["phase_seconds"]["xquad"]
-    assert set(phases) == {"baselines", "seed models", "stream", "select", "train", "evaluate"}
+    assert set(phases) == {"baselines", "teacher", "seed models", "stream", "select", "train", "evaluate"}
+    assert sum("teacher on" in line for line in lines) == 1, "one teacher per dataset, not one per seed"
     assert all(v >= 0 for v in phases.values()) and phases["evaluate"] > 0
     assert 0.8 * result["wall_seconds"]["xquad"] <= sum(phases.values()) <= result["wall_seconds"]["xquad"] + 1
     assert sum(r["evaluate_seconds"] for r in result["records"] if r.get("round", 0) > 0) <= phases["evaluate"]
