@@ -468,12 +468,32 @@ def summarize(records: list[dict], ks) -> dict:
     return out
 
 
+def per_seed_delta(rows: list[dict], other: str, rnd: int, test: str) -> dict:
+    """{seed: serm − `other` mean NDCG@4 over the queries both hold} after round `rnd` on `test`:
+    the spread the seed-averaged paired test leaves out (a training run's own variance). A Δ whose
+    sign flips between seeds is not a finding, whatever the pooled p."""
+    import numpy as np
+
+    def run(strategy, seed):
+        return next((r["_per_query"].get(test) for r in rows if r["strategy"] == strategy
+                     and r["round"] == rnd and r["seed"] == seed), None)
+
+    out = {}
+    for seed in sorted({r["seed"] for r in rows if r["strategy"] == "serm" and r["round"] == rnd}):
+        a, b = run("serm", seed), run(other, seed)
+        common = sorted(set(a or ()) & set(b or ()))
+        if common:
+            out[str(seed)] = round(float(np.mean([a[q] - b[q] for q in common])), 5)
+    return out
+
+
 def significance(records: list[dict], resamples: int = 10_000) -> dict:
     """serm against each other strategy and each reference ranker, per dataset, round and test
     set, paired over the test's queries: each query's NDCG@4 averaged over the seeds, then the
     paired randomization test and bootstrap CI of serm − other (`serm.stats.compare_queries`). Each
     comparison also carries its Holm-adjusted p (`p_holm`, `verdict_holm`) over the family of
-    every comparison of its dataset and round (all test sets × all others)."""
+    every comparison of its dataset and round (all test sets × all others); a comparison with
+    another strategy also carries `delta_per_seed` (`per_seed_delta`)."""
     import numpy as np
 
     from serm.stats import compare_queries, with_holm
@@ -501,8 +521,10 @@ def significance(records: list[dict], resamples: int = 10_000) -> dict:
                     theirs = per_query(other, rnd, test)
                     if not mine or not theirs:
                         continue
-                    c = compare_queries(mine, theirs, resamples=resamples)
-                    out.setdefault(ds, {}).setdefault(str(rnd), {}).setdefault(test, {})[other] = c.to_dict()
+                    c = compare_queries(mine, theirs, resamples=resamples).to_dict()
+                    if other not in BASELINE_ROWS:
+                        c["delta_per_seed"] = per_seed_delta(rows, other, rnd, test)
+                    out.setdefault(ds, {}).setdefault(str(rnd), {}).setdefault(test, {})[other] = c
             # the family: every comparison the table shows for this dataset and round
             with_holm([c for cmp in out.get(ds, {}).get(str(rnd), {}).values() for c in cmp.values()])
     return out
@@ -545,7 +567,8 @@ def significance_table(sig: dict) -> str:
         others = list(dict.fromkeys(o for tests in by_round.values() for cmp in tests.values() for o in cmp))
         lines.append(f"\n**{ds}**: serm − other, NDCG@4 ×100 [95% CI], paired randomization p over queries "
                      f"(per-query NDCG averaged over seeds) and Holm's p over the round's comparisons; `tie` "
-                     f"where p ≥ 0.05, `tie after Holm` where only the adjusted p is\n")
+                     f"where p ≥ 0.05, `tie after Holm` where only the adjusted p is; `seeds`: the Δ of "
+                     f"each seed's own run\n")
         lines.append("| round | test (queries) | " + " | ".join(others) + " |")
         lines.append("|---|---|" + "---|" * len(others))
         for rnd, tests in sorted(by_round.items(), key=lambda kv: int(kv[0])):
@@ -558,8 +581,11 @@ def significance_table(sig: dict) -> str:
                     tag = (" tie" if c["verdict"] == "tie" else
                            " tie after Holm" if c.get("verdict_holm") == "tie" else "")
                     holm = f" (Holm {c['p_holm']:.3g})" if "p_holm" in c else ""
+                    by_seed = c.get("delta_per_seed") or {}
+                    seeds = (" seeds " + "/".join(f"{100 * d:+.1f}" for d in by_seed.values())
+                             if len(by_seed) > 1 else "")
                     return (f"{100 * c['delta']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
-                            f"p={c['p_value']:.3g}{holm}{tag}")
+                            f"p={c['p_value']:.3g}{holm}{tag}{seeds}")
                 lines.append(f"| {rnd} | {test} ({n}) | " + " | ".join(cell(cmp.get(o)) for o in others) + " |")
     return "\n".join(lines)
 

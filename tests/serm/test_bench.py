@@ -40,6 +40,8 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
         c = sig["es"][other]
         assert c["queries"] == recs[("serm", 1)]["es"]["queries"] and 0 < c["p_value"] <= 1
         assert c["ci_low"] <= c["delta"] <= c["ci_high"] and c["verdict"] in ("better", "worse", "tie")
+        if other not in ("bm25", "bi_encoder"):   # one seed: its own run's Δ is the pooled one
+            assert list(c["delta_per_seed"]) == ["13"] and abs(c["delta_per_seed"]["13"] - c["delta"]) < 1e-4
     # Holm over the round's family: never below the raw p, and a tie stays a tie
     family = [c for cmp in sig.values() for c in cmp.values()]
     assert all(c["p_value"] <= c["p_holm"] <= 1 for c in family)
@@ -55,3 +57,21 @@ def test_bench_runs_every_strategy_and_writes_results(tmp_path):
     assert 0.8 * result["wall_seconds"]["xquad"] <= sum(phases.values()) <= result["wall_seconds"]["xquad"] + 1
     assert sum(r["evaluate_seconds"] for r in result["records"] if r.get("round", 0) > 0) <= phases["evaluate"]
     assert any("time by phase" in line for line in lines)
+
+
+def test_per_seed_delta_shows_a_lead_that_flips_between_seeds():
+    """Two seeds, serm ahead of self-training by 0.2 on seed 1 and behind by 0.1 on seed 2: the
+    seed-averaged paired test sees +0.05 per query, the per-seed Δ shows the flip."""
+    from serm.bench import per_seed_delta, significance
+
+    queries = [f"q{i}" for i in range(40)]
+
+    def rec(strategy, seed, value):
+        return {"dataset": "toy", "strategy": strategy, "seed": seed, "round": 1,
+                "static": {"ndcg@4": value, "queries": len(queries)},
+                "_per_query": {"static": {q: value for q in queries}}}
+
+    rows = [rec("serm", 1, 0.8), rec("self_training", 1, 0.6), rec("serm", 2, 0.5), rec("self_training", 2, 0.6)]
+    assert per_seed_delta(rows, "self_training", 1, "static") == {"1": 0.2, "2": -0.1}
+    c = significance(rows, resamples=200)["toy"]["1"]["static"]["self_training"]
+    assert abs(c["delta"] - 0.05) < 1e-9 and c["delta_per_seed"] == {"1": 0.2, "2": -0.1}
