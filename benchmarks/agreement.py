@@ -57,8 +57,7 @@ def main(argv=None) -> int:
     seed = policy.seed if a.seed is None else a.seed
     sizes = {**bench.SIZES["cpu"][a.dataset], "test": 20}      # no evaluation here: a token test set
     budget = a.budget or sizes["budget"]
-    world = bench.xquad_world(policy, sizes, a.rounds) if a.dataset == "xquad" else \
-        bench.homedepot_world(Path(a.homedepot), policy, sizes, a.rounds)
+    world = bench.make_world(a.dataset, policy, sizes, a.rounds, a.homedepot)
     hand = policy.annotation if a.annotation is None else load_policy(a.annotation).annotation
     tuned = hand.model_copy(update={"agreement": hand.agreement.model_copy(
         update={"tune": AgreementTuning(target_accuracy=a.target)})})

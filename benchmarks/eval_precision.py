@@ -38,15 +38,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("SERM_PROGRESS", "off")
     from serm import bench
-    from serm.data import homedepot_path
     from serm.policy import load_policy
     from serm.stats import compare_queries
 
     t0 = time.perf_counter()
     policy = load_policy(bench.POLICIES[a.dataset])
     sizes = bench.SIZES[a.preset][a.dataset]
-    world = bench.xquad_world(policy, sizes, 3) if a.dataset == "xquad" else \
-        bench.homedepot_world(Path(a.homedepot) if a.homedepot else homedepot_path(), policy, sizes, 3)
+    world = bench.make_world(a.dataset, policy, sizes, 3, a.homedepot)
     model, _ = bench.seed_models(world, policy, policy.seed, with_teacher=False, log=print)
     seconds: dict = {"fp32": [], "int8": []}
     metrics, per_query = {}, {}

@@ -75,8 +75,7 @@ def main(argv=None) -> int:
         policy = policy.model_copy(update={"data": data})
     seed = policy.seed if a.seed is None else a.seed
     sizes = bench.SIZES[a.preset][a.dataset]
-    world = bench.xquad_world(policy, sizes, a.rounds) if a.dataset == "xquad" else \
-        bench.homedepot_world(Path(a.homedepot), policy, sizes, a.rounds)
+    world = bench.make_world(a.dataset, policy, sizes, a.rounds, a.homedepot)
     variants = [parse_variant(v, policy.training) for v in a.variants.split(";")]
     budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
     ks = tuple(policy.evaluation.k)

@@ -48,15 +48,13 @@ def main(argv=None) -> int:
     from serm import bench, stages
     from serm.annotation.base import AnnotationContext, grade_from_thresholds
     from serm.annotation.teacher import Teacher
-    from serm.data import homedepot_path
     from serm.policy import load_policy
     from serm.stats import compare_queries
 
     t0 = time.perf_counter()
     policy = load_policy(bench.POLICIES[a.dataset])
     sizes = bench.SIZES[a.preset][a.dataset]
-    world = bench.xquad_world(policy, sizes, 3) if a.dataset == "xquad" else \
-        bench.homedepot_world(Path(a.homedepot) if a.homedepot else homedepot_path(), policy, sizes, 3)
+    world = bench.make_world(a.dataset, policy, sizes, 3, a.homedepot)
     _, teacher = bench.seed_models(world, policy, policy.seed, with_teacher=True, log=print)
     labelled = stages.calibration_pairs(world.seed_set)
     ctx = AnnotationContext(pairs=labelled.iloc[:0], documents=world.documents, seed=policy.seed,

@@ -174,6 +174,16 @@ def homedepot_world(path: Path, policy, sizes: dict, rounds: int) -> World:
 
 
 # --------------------------------------------------------------------------- pieces
+def make_world(dataset: str, policy, sizes: dict, rounds: int, homedepot_path=None) -> World:
+    """The `dataset` world (xquad or homedepot) at `sizes`; Home Depot read from `homedepot_path`
+    (default: the shared judgments file)."""
+    if dataset == "xquad":
+        return xquad_world(policy, sizes, rounds)
+    from serm.data import homedepot_path as default_path
+
+    return homedepot_world(Path(homedepot_path) if homedepot_path else default_path(), policy, sizes, rounds)
+
+
 def clone(model):
     from serm.model.cross_encoder import RelevanceModel
 
@@ -406,7 +416,7 @@ def run_dataset(world: World, policy, strategies, rounds: int, seed: int, budget
     t0 = time.perf_counter()
     with_teacher = teacher is None and needs_teacher(policy, strategies)
     base, own = timed("seed models", seed_models, world, policy, seed, with_teacher, log)
-    teacher = teacher or own
+    teacher = own if teacher is None else teacher
     streams = timed("stream", simulated_streams, world, base, policy, seed)
     seed_metrics, seed_pq = timed("evaluate", _metrics, base, world, 0, ks)
     records = [{"dataset": world.name, "seed": seed, "strategy": s, "round": 0, "batch": None, **seed_metrics,
@@ -689,7 +699,7 @@ def bench(datasets=("xquad", "homedepot"), quick: bool = False, rounds: int = 3,
             log(f"[bench] homedepot: {hd_path} is absent (Kaggle data, never committed); skipped. "
                 f"Pass --homedepot PATH to include it.")
             continue
-        world = xquad_world(policy, sizes, rounds) if ds == "xquad" else homedepot_world(hd_path, policy, sizes, rounds)
+        world = make_world(ds, policy, sizes, rounds, hd_path)
         log(f"[bench] {ds}: seed {len(world.seed_set)} pairs, {rounds} batches of ~{len(world.batches[0])} pairs, "
             f"static test {world.static_test.query_id.nunique()} queries, budget {sizes['budget']} per round, "
             f"{seeds} seed(s), strategies {', '.join(strategies)}")
