@@ -53,21 +53,28 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
     return out
 
 
-def bi_encoder_scores(judgments, model_name: str = "builtin:minilm-l6"):
-    """Cosine of the query's and the document's embeddings (each distinct text embedded once)."""
+def bi_encoder_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6"):
+    """Cosine of each query's and its document's (`title text`) embeddings, each distinct text
+    embedded once. Also the relevance model's `embedding_cosine` head feature."""
     import numpy as np
 
+    queries = list(queries)
+    if not queries:
+        return np.zeros(0, dtype=np.float32)
     from serm.annotation.embedding import embed
 
-    if not len(judgments):
-        return np.zeros(0, dtype=np.float32)
-    docs = _doc_text(judgments["doc_title"], judgments["doc_text"])
-    texts = sorted(set(judgments["query"]) | set(docs))
-    vec = embed(texts, model_name)
-    row = {t: i for i, t in enumerate(texts)}
-    q = vec[[row[t] for t in judgments["query"]]]
+    docs = _doc_text(titles, texts)
+    texts_ = sorted(set(queries) | set(docs))
+    vec = embed(texts_, model_name)
+    row = {t: i for i, t in enumerate(texts_)}
+    q = vec[[row[t] for t in queries]]
     d = vec[[row[t] for t in docs]]
     return (q * d).sum(axis=1).astype(np.float32)
+
+
+def bi_encoder_scores(judgments, model_name: str = "builtin:minilm-l6"):
+    """Cosine of the query's and the document's embeddings (each distinct text embedded once)."""
+    return bi_encoder_cosine(judgments["query"], judgments["doc_title"], judgments["doc_text"], model_name)
 
 
 SCORERS = {"bm25": bm25_scores, "bi_encoder": lambda j, documents=None: bi_encoder_scores(j)}

@@ -77,6 +77,11 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out} exists and is not empty; pass --overwrite to replace it, or another --out")
+    if model.lexical is not None and model.lexical.uses_embeddings:
+        raise DataError(f"{ref}: its head uses {', '.join(f for f in model.lexical.features if f == 'embedding_cosine')}, "
+                        "which needs the bi-encoder at scoring time, and an export scores with the network and "
+                        "serm_preprocess alone; train a version without it (model.lexical_features without "
+                        "embedding_cosine) to export, or score it with `serm score`")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     lineage = _read_json(Path(source_dir) / schema.MODEL_LINEAGE) if source_dir else {}

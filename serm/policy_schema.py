@@ -466,10 +466,13 @@ class ModelSpec(_Strict):
         "fp32's pairs/s on 2 cores; on 5,003 Home Depot pairs Spearman 0.997 to fp32's grades, NDCG@4 change "
         "-0.0021 and -0.0001 in two runs, both inside the noise; a pair's score depends slightly on the batch it is in); training is always fp32, and a GPU "
         "scores in bf16")
-    lexical_features: list[Literal["term_coverage", "weighted_term_coverage", "char3_coverage"]] = Field(
+    lexical_features: list[Literal["term_coverage", "weighted_term_coverage", "char3_coverage",
+                                   "embedding_cosine"]] = Field(
         default_factory=lambda: ["term_coverage", "weighted_term_coverage", "char3_coverage"],
         description="corpus-free lexical features of the whole document (query word and character-trigram "
         "coverage) fused into the grade logits by a learned head (serm.model.lexical); [] = the network alone. "
+        "embedding_cosine adds the packaged MiniLM bi-encoder's query-document cosine (scoring then embeds "
+        "each distinct query and document once, and serm export refuses the model). "
         "A model saved with a head keeps it")
 
 

