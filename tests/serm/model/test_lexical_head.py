@@ -176,7 +176,7 @@ def test_features_do_not_depend_on_the_hash_seed():
 def test_embedding_cosine_is_the_bi_encoders_cosine_learned_with_the_head(tmp_path, xquad):
     """`embedding_cosine`: the bi-encoder baseline's cosine as one more head column (in the
     features' order, mixed with lexical ones), fitted with the network, saved and loaded with the
-    model; an export refuses it, naming the feature and the fix."""
+    model, and exported with its bi-encoder."""
     from serm.baselines import bi_encoder_scores
 
     train, test = xquad
@@ -201,8 +201,15 @@ def test_embedding_cosine_is_the_bi_encoders_cosine_learned_with_the_head(tmp_pa
     assert again.lexical.features == (*LEXICAL_FEATURES, "embedding_cosine")
     np.testing.assert_allclose(again.logits(*args), model.logits(*args), rtol=1e-4, atol=1e-4)
 
+    # exported with its bi-encoder: score_onnx.py (onnxruntime, no torch) gives the same grades
+    pytest.importorskip("onnxruntime")
     from serm.export import export_model
 
-    with pytest.raises(DataError, match="embedding_cosine.*without embedding_cosine"):
-        export_model(model, tmp_path / "out", "onnx", ref="v1", log=lambda *_: None)
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    report = export_model(model, tmp_path / "onnx", "onnx", ref="v1", check_pairs=pairs, log=lambda *_: None)
+    assert report["check"]["max_abs_delta"] < 1e-3
+    assert {"model.onnx", "tokenizer.json"} <= {p.name for p in (tmp_path / "onnx" / "bi_encoder").iterdir()}
+    pre = json.loads((tmp_path / "onnx" / "serm_preprocessing.json").read_text())
+    assert pre["embedding"]["directory"] == "bi_encoder" and pre["lexical_head"]["features"][-1] == "embedding_cosine"
+    assert "embedding_cosine" in (tmp_path / "onnx" / "README.md").read_text()
+    hf = export_model(model, tmp_path / "hf", "hf", ref="v1", log=lambda *_: None)
+    assert "bi_encoder" in hf["files"] and (tmp_path / "hf" / "bi_encoder" / "model.safetensors").is_file()
