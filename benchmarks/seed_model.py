@@ -6,7 +6,8 @@ never trained on in any language), 8 candidates per question (the gold paragraph
 negatives from its article, 5 random ones). Variants:
 
 - `network`: the cross-encoder alone (`model.lexical_features: []`);
-- `lexical`: the cross-encoder with its lexical head (the default).
+- `lexical`: the cross-encoder with its lexical head (the default);
+- `cosine`: the lexical head plus the bi-encoder's cosine (`embedding_cosine`).
 
 Printed per language: NDCG@4 of BM25, the bi-encoder and each variant, the variants' accuracy,
 macro-F1 and ECE, and each variant against BM25 and the bi-encoder, paired over the test's
@@ -75,7 +76,11 @@ def main(argv=None) -> int:
     for name in SCORERS:
         results["baselines"][name] = {loc: ranking_metrics(g, (4,))["ndcg@4"] for loc, g in scored[name].groupby("locale")}
     for variant in args.variants.split(","):
-        spec = policy.model if variant == "lexical" else policy.model.model_copy(update={"lexical_features": []})
+        lexical = [f for f in policy.model.lexical_features if f != "embedding_cosine"]
+        features = {"network": [], "lexical": lexical, "cosine": [*lexical, "embedding_cosine"]}
+        if variant not in features:
+            ap.error(f"unknown variant {variant!r}; known: {', '.join(features)}")
+        spec = policy.model.model_copy(update={"lexical_features": features[variant]})
         set_seed(policy.seed)
         model = RelevanceModel.load(spec.base_model, spec, device=policy.training.device)
         t0 = time.perf_counter()

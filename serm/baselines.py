@@ -16,16 +16,14 @@ from __future__ import annotations
 BASELINES = ("bm25", "bi_encoder")
 
 
-def _doc_text(titles, texts) -> list[str]:
-    return [f"{(t or '').replace('_', ' ')} {x or ''}".strip() for t, x in zip(titles, texts)]
-
-
 def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
     """BM25 of each judgment's document for its query (judgments: query, doc_id, doc_title,
     doc_text, locale; documents: doc_id, title, text, locale)."""
     import bm25s
     import numpy as np
     import pandas as pd
+
+    from serm.annotation.embedding import whole_documents
 
     out = np.zeros(len(judgments), dtype=np.float32)
     if not len(judgments):
@@ -41,7 +39,7 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
             parts.append(catalogue.loc[catalogue["locale"] == loc, ["doc_id", "title", "text"]])
         docs = pd.concat(parts, ignore_index=True).drop_duplicates("doc_id").reset_index(drop=True)
         retriever = bm25s.BM25(k1=k1, b=b)
-        retriever.index(bm25s.tokenize(_doc_text(docs["title"], docs["text"]), stopwords=None, show_progress=False),
+        retriever.index(bm25s.tokenize(whole_documents(docs["title"], docs["text"]), stopwords=None, show_progress=False),
                         show_progress=False)
         pos = {d: i for i, d in enumerate(docs["doc_id"])}
         for query, part in rows.groupby("query", sort=False):
@@ -53,28 +51,12 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
     return out
 
 
-def bi_encoder_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6", max_length: int = 256):
-    """Cosine of each query's and its document's (`title text`) embeddings, each distinct text
-    embedded once. Also the relevance model's `embedding_cosine` head feature."""
-    import numpy as np
-
-    queries = list(queries)
-    if not queries:
-        return np.zeros(0, dtype=np.float32)
-    from serm.annotation.embedding import embed
-
-    docs = _doc_text(titles, texts)
-    texts_ = sorted(set(queries) | set(docs))
-    vec = embed(texts_, model_name, max_length=max_length)
-    row = {t: i for i, t in enumerate(texts_)}
-    q = vec[[row[t] for t in queries]]
-    d = vec[[row[t] for t in docs]]
-    return (q * d).sum(axis=1).astype(np.float32)
-
-
 def bi_encoder_scores(judgments, model_name: str = "builtin:minilm-l6"):
-    """Cosine of the query's and the document's embeddings (each distinct text embedded once)."""
-    return bi_encoder_cosine(judgments["query"], judgments["doc_title"], judgments["doc_text"], model_name)
+    """Cosine of the query's and the document's embeddings (each distinct text embedded once;
+    `serm.annotation.embedding.pair_cosine`)."""
+    from serm.annotation.embedding import pair_cosine
+
+    return pair_cosine(judgments["query"], judgments["doc_title"], judgments["doc_text"], model_name)
 
 
 SCORERS = {"bm25": bm25_scores, "bi_encoder": lambda j, documents=None: bi_encoder_scores(j)}

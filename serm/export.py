@@ -147,7 +147,7 @@ def _export_onnx(model, path: Path) -> None:
 def _export_bi_encoder(directory: Path, onnx: bool) -> None:
     """The packaged bi-encoder behind `embedding_cosine`: its HF files (tokenizer and weights), and
     with `onnx` its last hidden state as `model.onnx` (pooling is left to the scorer)."""
-    from serm.model.cross_encoder import resolve_base
+    from serm.model.builtin import resolve_base
     from serm.model.lexical import EMBEDDING_MODEL
 
     src = Path(resolve_base(EMBEDDING_MODEL))

@@ -22,7 +22,7 @@ def _encoder(model_name: str):
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from serm.model.cross_encoder import resolve_base
+    from serm.model.builtin import resolve_base
 
     hf_logging.disable_progress_bar()
     src = resolve_base(model_name)
@@ -80,6 +80,27 @@ def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: i
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return out
+
+
+def whole_documents(titles, texts) -> list[str]:
+    """`title text` of each document, '_' in a title read as a space."""
+    return [f"{(t or '').replace('_', ' ')} {x or ''}".strip() for t, x in zip(titles, texts)]
+
+
+def pair_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6", max_length: int = 256):
+    """Cosine of each query's and its whole document's (`title text`) embeddings, each distinct
+    text embedded once: the `bi_encoder` baseline's score and the relevance model's
+    `embedding_cosine` head feature."""
+    import numpy as np
+
+    queries = list(queries)
+    if not queries:
+        return np.zeros(0, dtype=np.float32)
+    docs = whole_documents(titles, texts)
+    distinct = sorted(set(queries) | set(docs))
+    vec = embed(distinct, model_name, max_length=max_length)
+    row = {t: i for i, t in enumerate(distinct)}
+    return (vec[[row[t] for t in queries]] * vec[[row[t] for t in docs]]).sum(axis=1).astype(np.float32)
 
 
 def _encode(texts, tok, model, model_name, batch_size, max_length, precision):

@@ -5,7 +5,7 @@
 `f` are `passages.lexical_features` of the pair over the whole document (word and character
 trigram coverage of the query) and, when asked for, `embedding_cosine`: the cosine of the
 packaged all-MiniLM-L6-v2 bi-encoder's embeddings of the query and of `title text` (what
-`serm.baselines` calls the bi-encoder). `W` (4 × k) and `b` (4) are learned with the network. A small
+`serm.baselines` calls the bi-encoder; `serm.annotation.embedding.pair_cosine`). `W` (4 × k) and `b` (4) are learned with the network. A small
 English-only cross-encoder reads a 32–128-token window and little of a language it never saw;
 the features read the whole document in any script, so the head carries lexical matching into
 new languages while the network learns what matching misses. Measured in docs/benchmarks.md.
@@ -77,10 +77,10 @@ class LexicalHead:
             out[:, lexical] = np.asarray([lexical_features(q, t, x, names) for q, t, x in zip(queries, titles, texts)],
                                          dtype=np.float32).reshape(len(queries), len(names))
         if "embedding_cosine" in self.features and queries:
-            from serm.baselines import bi_encoder_cosine
+            from serm.annotation.embedding import pair_cosine
 
-            out[:, self.features.index("embedding_cosine")] = bi_encoder_cosine(queries, titles, texts, EMBEDDING_MODEL,
-                                                                                 EMBEDDING_MAX_LENGTH)
+            out[:, self.features.index("embedding_cosine")] = pair_cosine(queries, titles, texts, EMBEDDING_MODEL,
+                                                                           EMBEDDING_MAX_LENGTH)
         return out
 
     def logits(self, feats):

@@ -56,7 +56,7 @@ def model_source(ref: str, workspace: str | Path = "."):
     """Resolve `ref` to a loadable model; temporary restores are removed on exit."""
     ref = str(ref).strip()
     if ref.startswith("builtin:"):
-        from serm.model.cross_encoder import BUILTIN
+        from serm.model.builtin import BUILTIN
 
         if ref not in BUILTIN:
             raise DataError(f"unknown builtin model {ref!r}; known: {', '.join(BUILTIN)}")
