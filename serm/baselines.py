@@ -23,7 +23,7 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
     import numpy as np
     import pandas as pd
 
-    from serm.annotation.embedding import whole_documents
+    from serm.model.passages import whole_document
 
     out = np.zeros(len(judgments), dtype=np.float32)
     if not len(judgments):
@@ -39,7 +39,8 @@ def bm25_scores(judgments, documents=None, k1: float = 1.2, b: float = 0.75):
             parts.append(catalogue.loc[catalogue["locale"] == loc, ["doc_id", "title", "text"]])
         docs = pd.concat(parts, ignore_index=True).drop_duplicates("doc_id").reset_index(drop=True)
         retriever = bm25s.BM25(k1=k1, b=b)
-        retriever.index(bm25s.tokenize(whole_documents(docs["title"], docs["text"]), stopwords=None, show_progress=False),
+        retriever.index(bm25s.tokenize([whole_document(t, x) for t, x in zip(docs["title"], docs["text"])],
+                                       stopwords=None, show_progress=False),
                         show_progress=False)
         pos = {d: i for i, d in enumerate(docs["doc_id"])}
         for query, part in rows.groupby("query", sort=False):

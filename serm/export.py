@@ -65,7 +65,7 @@ def preprocessing(spec, lexical=None) -> dict:
             "logits += weight @ lexical_features(query, title, text, features) + bias, over the whole document "
             "(serm_preprocess.lexical_features), before the softmax"),
         "embedding": None if lexical is None or not lexical.uses_embeddings else {
-            "directory": BI_ENCODER_DIR, "text": "query; and '{title} {text}' with '_' in the title read as a space",
+            "directory": BI_ENCODER_DIR, "text": "the query; the document as serm_preprocess.whole_document(title, text)",
             "max_length": EMBEDDING_MAX_LENGTH, "truncation": "right", "pooling": "mean over the attention mask",
             "normalize": "L2", "feature": "embedding_cosine = dot(query vector, document vector)"},
         "score": "expected grade: sum_g g * softmax(logits)_g, in [0, 3]; rank by it, highest first",
@@ -95,7 +95,8 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
 
     shutil.copyfile(passages.__file__, tmp / "serm_preprocess.py")   # stdlib only: the one implementation
     report = {"format": fmt, "model": ref, "version": version, "out": str(out), "files": []}
-    if model.lexical is not None and model.lexical.uses_embeddings:
+    embedding = model.lexical is not None and model.lexical.uses_embeddings
+    if embedding:
         _export_bi_encoder(tmp / BI_ENCODER_DIR, onnx=fmt == "onnx")
     if fmt == "onnx":
         _export_onnx(model, tmp / ONNX_FILE)
@@ -111,7 +112,7 @@ def export_model(model, out: Path, fmt: str, ref: str, version: int | None = Non
         report["check"] = {"pairs": check.pairs, "max_abs_delta": check.max_abs_delta, "spearman": check.spearman}
     atomic_write_text(tmp / "README.md", model_card(model.spec, ref, version, lineage, metrics, fmt,
                                                    report.get("check"), lexical=model.lexical is not None,
-                                                   embedding=model.lexical is not None and model.lexical.uses_embeddings))
+                                                   embedding=embedding))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -259,7 +260,8 @@ def model_card(spec, ref: str, version: int | None, lineage: dict, metrics: dict
             "(`score_onnx.py`'s `OnnxReranker.features` builds the whole matrix):", "", "```python",
             "from sentence_transformers import SentenceTransformer",
             f"bi = SentenceTransformer('{BI_ENCODER_DIR}')                # mean pooling",
-            "q, d = bi.encode([query, f\"{title.replace('_', ' ')} {text}\".strip()], normalize_embeddings=True)",
+            "from serm_preprocess import whole_document",
+            "q, d = bi.encode([query, whole_document(title, text)], normalize_embeddings=True)",
             "cosine = float(q @ d)", "```", ""]
     if fmt == "onnx":
         lines += ["With only numpy, tokenizers and onnxruntime:", "", "```python",

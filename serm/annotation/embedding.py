@@ -82,11 +82,6 @@ def embed(texts: list[str], model_name: str = "builtin:minilm-l6", batch_size: i
     return out
 
 
-def whole_documents(titles, texts) -> list[str]:
-    """`title text` of each document, '_' in a title read as a space."""
-    return [f"{(t or '').replace('_', ' ')} {x or ''}".strip() for t, x in zip(titles, texts)]
-
-
 def pair_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6", max_length: int = 256):
     """Cosine of each query's and its whole document's (`title text`) embeddings, each distinct
     text embedded once: the `bi_encoder` baseline's score and the relevance model's
@@ -96,7 +91,9 @@ def pair_cosine(queries, titles, texts, model_name: str = "builtin:minilm-l6", m
     queries = list(queries)
     if not queries:
         return np.zeros(0, dtype=np.float32)
-    docs = whole_documents(titles, texts)
+    from serm.model.passages import whole_document
+
+    docs = [whole_document(t, x) for t, x in zip(titles, texts)]
     distinct = sorted(set(queries) | set(docs))
     vec = embed(distinct, model_name, max_length=max_length)
     row = {t: i for i, t in enumerate(distinct)}

@@ -15,7 +15,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serm_preprocess import document, lexical_features  # noqa: E402  (serm.model.passages, copied)
+from serm_preprocess import document, lexical_features, whole_document  # noqa: E402  (serm.model.passages, copied)
 
 
 class OnnxReranker:
@@ -74,7 +74,7 @@ class OnnxReranker:
         out = np.zeros((len(queries), len(names)), dtype=np.float32)
         out[:, [names.index(n) for n in lexical]] = rows
         if "embedding_cosine" in names:
-            docs = [f"{(t or '').replace('_', ' ')} {x or ''}".strip() for t, x in zip(titles, texts)]
+            docs = [whole_document(t, x) for t, x in zip(titles, texts)]
             distinct = sorted(set(queries) | set(docs))
             vec = self.embed(distinct)
             row = {t: i for i, t in enumerate(distinct)}

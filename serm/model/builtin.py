@@ -17,5 +17,3 @@ def resolve_base(name: str) -> str:
     if name.startswith("builtin:"):
         raise DataError(f"unknown builtin model {name!r}; known: {', '.join(BUILTIN)}")
     return name
-
-

@@ -5,8 +5,8 @@
 `f` are `passages.lexical_features` of the pair over the whole document (word and character
 trigram coverage of the query) and, when asked for, `embedding_cosine`: the cosine of the
 packaged all-MiniLM-L6-v2 bi-encoder's embeddings of the query and of `title text` (what
-`serm.baselines` calls the bi-encoder; `serm.annotation.embedding.pair_cosine`). `W` (4 × k) and `b` (4) are learned with the network. A small
-English-only cross-encoder reads a 32–128-token window and little of a language it never saw;
+`serm.baselines` calls the bi-encoder; `serm.annotation.embedding.pair_cosine`). `W` (4 × k) and
+`b` (4) are learned with the network. A small English-only cross-encoder reads a 32–128-token window and little of a language it never saw;
 the features read the whole document in any script, so the head carries lexical matching into
 new languages while the network learns what matching misses. Measured in docs/benchmarks.md.
 

@@ -57,6 +57,16 @@ def document(query: str, title: str, text: str, window_words: int, passage: str 
     return f"{title}: {text}" if title else text
 
 
+def whole_document(title: str, text: str) -> str:
+    """`title text` (`_` in a title read as a space): what the lexical features, BM25 and the
+    bi-encoder read of a document.
+
+    >>> whole_document("Super_Bowl_50", "The Broncos won.")
+    'Super Bowl 50 The Broncos won.'
+    """
+    return f"{(title or '').replace('_', ' ')} {text or ''}".strip()
+
+
 def model_inputs(queries, titles, texts, passage: str, window_words: int) -> list[str]:
     """Document side of each pair."""
     return [document(q, title, text, window_words, passage) for q, title, text in zip(queries, titles, texts)]
@@ -82,7 +92,7 @@ def lexical_features(query: str, title: str, text: str, names=LEXICAL_FEATURES) 
     [0.5, 0.5, 0.4]
     """
     q_words, q_grams = _profile(query or "")
-    d_words, d_grams = _profile(f"{(title or '').replace('_', ' ')} {text or ''}")
+    d_words, d_grams = _profile(whole_document(title, text))
     out = []
     for name in names:
         if name == "term_coverage":
